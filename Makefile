@@ -1,0 +1,61 @@
+# Two commands on a fresh machine: `make up`, then `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+export ANSIBLE_FORCE_COLOR ?= 0
+
+N ?=
+EXTRA := $(if $(N),-e webapp_count=$(N))
+
+.PHONY: help venv up down status lint unit integration molecule test bench clean
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create .venv with the pinned tools and collections
+
+$(VENV)/.installed: requirements.txt pyproject.toml requirements.yml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -e .
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	touch $@
+
+up: venv ## Build the images and start the cluster (N=5 for 5 backends)
+	ansible-playbook site.yml $(EXTRA)
+
+down: venv ## Remove the cluster's containers and network
+	ansible-playbook playbooks/destroy.yml
+
+status: venv ## Membership, /nodes and HAProxy in one table
+	docker exec ha lbcluster-status
+
+lint: venv ## ansible-lint, yamllint, ruff, mypy
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+	mypy
+
+unit: venv ## Fast tests of the pure Python logic and the Ansible modules
+	pytest -q tests/unit
+
+integration: venv ## Real containers: the playbook, HTTP through HAProxy, faults
+	pytest -q -x tests/integration
+
+molecule: venv ## molecule test for every scenario
+	molecule test --all
+
+test: lint unit integration molecule ## Everything CI runs
+
+bench: venv ## Benchmarks (QUICK=1 for a short run)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+clean: ## Remove the cluster, the project's images and the venv
+	-ansible-playbook playbooks/destroy.yml
+	-docker images --filter label=io.lbcluster.image -q | sort -u | xargs -r docker rmi -f
+	rm -rf $(VENV)

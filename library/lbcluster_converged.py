@@ -1,0 +1,155 @@
+#!/usr/bin/python
+"""Ansible module: wait until HAProxy serves exactly the expected backends."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lbcluster_converged
+short_description: Wait until the cluster's HAProxy serves exactly the expected backends
+description:
+  - Runs C(lbcluster-status --json) inside the balancer container (through the
+    Docker API) and reads the live Serf membership, the HAProxy server states
+    and the /nodes records from it.
+  - Returns when all of them list exactly O(expected), every server UP in
+    HAProxy; fails after O(timeout) seconds naming the missing and extra backends.
+  - Never changes anything.
+requirements:
+  - docker (Python SDK) on the Docker host
+options:
+  container:
+    description: Name of the balancer container.
+    type: str
+    default: ha
+  expected:
+    description: Names of the backends that must be alive and UP, nothing more.
+    type: list
+    elements: str
+    required: true
+  timeout:
+    description: Seconds to wait before failing.
+    type: int
+    default: 120
+  interval:
+    description: Seconds between two polls.
+    type: float
+    default: 0.5
+  docker_host:
+    description: Docker daemon URL; the environment (DOCKER_HOST) or the local socket by default.
+    type: str
+author:
+  - lbcluster maintainers
+"""
+
+EXAMPLES = r"""
+- name: Wait until HAProxy serves s1 and s2
+  lbcluster_converged:
+    container: ha
+    expected: [s1, s2]
+    timeout: 60
+"""
+
+RETURN = r"""
+report:
+  description: The last status report of the balancer (see C(lbcluster-status --json)).
+  returned: always
+  type: dict
+elapsed:
+  description: Seconds waited.
+  returned: always
+  type: float
+"""
+
+import json
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    import docker
+    from docker.errors import DockerException
+
+    HAS_DOCKER = True
+except ImportError:  # pragma: no cover - reported through fail_json
+    HAS_DOCKER = False
+    DockerException = Exception
+
+
+def problems(report, expected):
+    """What keeps ``report`` from matching ``expected`` (empty list: converged)."""
+    want = set(expected)
+    found = []
+    checks = (
+        ("alive in Serf", set(report.get("alive_backends", []))),
+        ("recorded in /nodes", set(report.get("nodes", []))),
+        ("in haproxy.cfg", set(report.get("haproxy_servers", []))),
+        ("UP in HAProxy", set(report.get("up_servers", []))),
+    )
+    for label, have in checks:
+        missing, extra = sorted(want - have), sorted(have - want)
+        if missing:
+            found.append(f"not {label}: {', '.join(missing)}")
+        if extra:
+            found.append(f"unexpected {label}: {', '.join(extra)}")
+    found += [f"status error: {e}" for e in report.get("errors", [])]
+    return found
+
+
+def read_report(container):
+    result = container.exec_run(["lbcluster-status", "--json"], demux=False)
+    output = result.output.decode(errors="replace")
+    try:
+        return json.loads(output)
+    except ValueError:
+        return {"errors": [f"lbcluster-status exited {result.exit_code}: {output.strip()[:300]}"]}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "container": {"type": "str", "default": "ha"},
+            "expected": {"type": "list", "elements": "str", "required": True},
+            "timeout": {"type": "int", "default": 120},
+            "interval": {"type": "float", "default": 0.5},
+            "docker_host": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib("docker"))
+    params = module.params
+    if params["timeout"] < 0:
+        module.fail_json(msg=f"timeout must be >= 0, got {params['timeout']}")
+    started = time.monotonic()
+    try:
+        client = (
+            docker.DockerClient(base_url=params["docker_host"])
+            if params["docker_host"]
+            else docker.from_env()
+        )
+        container = client.containers.get(params["container"])
+    except DockerException as exc:
+        module.fail_json(msg=f"cannot reach container {params['container']}: {exc}")
+    report, issues = {}, ["no report yet"]
+    while True:
+        try:
+            report = read_report(container)
+        except DockerException as exc:
+            report = {"errors": [f"docker exec in {params['container']} failed: {exc}"]}
+        issues = problems(report, params["expected"])
+        elapsed = time.monotonic() - started
+        if not issues or elapsed >= params["timeout"]:
+            break
+        time.sleep(params["interval"])
+    if issues:
+        module.fail_json(
+            msg=f"cluster did not converge in {params['timeout']}s to "
+            f"[{', '.join(sorted(params['expected']))}]: " + "; ".join(issues),
+            report=report,
+            elapsed=round(elapsed, 2),
+        )
+    module.exit_json(changed=False, report=report, elapsed=round(elapsed, 2))
+
+
+if __name__ == "__main__":
+    main()

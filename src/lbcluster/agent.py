@@ -1,0 +1,103 @@
+"""Start the Serf agent of a container (the ``serf`` s6 service runs this).
+
+The agent's configuration comes from the environment that Ansible sets on
+the container; it is written as JSON and Serf is exec'd, so s6 supervises
+Serf itself. A backend joins only once its web app answers, so HAProxy
+never learns about a server that cannot serve yet.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .members import KNOWN_ROLES, ROLE_BACKEND, InvalidMember, validate_name, validate_port
+
+
+class AgentConfigError(ValueError):
+    """An environment variable of the agent is missing or wrong."""
+
+
+def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
+    """Serf's JSON configuration for this container, from ``LBCLUSTER_*`` variables."""
+    role = env.get("LBCLUSTER_ROLE", "")
+    if role not in KNOWN_ROLES:
+        raise AgentConfigError(
+            f"LBCLUSTER_ROLE={role!r}: expected one of {', '.join(sorted(KNOWN_ROLES))}"
+        )
+    try:
+        name = validate_name(env.get("LBCLUSTER_NODE_NAME") or hostname)
+        tags = {"role": role}
+        if role == ROLE_BACKEND:
+            port = validate_port(env.get("LBCLUSTER_APP_PORT", "3000"), member=name)
+            tags["port"] = str(port)
+    except InvalidMember as exc:
+        raise AgentConfigError(str(exc)) from None
+    seeds = [s.strip() for s in env.get("LBCLUSTER_SEEDS", "").split(",") if s.strip()]
+    config: dict[str, Any] = {
+        "node_name": name,
+        "tags": tags,
+        "bind": "0.0.0.0:7946",
+        "rpc_addr": "127.0.0.1:7373",
+        "profile": env.get("LBCLUSTER_SERF_PROFILE", "lan"),
+        "retry_join": seeds,
+        "retry_interval": env.get("LBCLUSTER_SERF_RETRY_INTERVAL", "2s"),
+        # A stopping container leaves (member-leave) instead of looking failed.
+        "leave_on_terminate": True,
+        "skip_leave_on_interrupt": False,
+        "snapshot_path": env.get("LBCLUSTER_SERF_SNAPSHOT", "/var/lib/serf/snapshot"),
+        "rejoin_after_leave": True,
+        "log_level": env.get("LBCLUSTER_SERF_LOG_LEVEL", "warn"),
+    }
+    handler = env.get("LBCLUSTER_EVENT_HANDLER")
+    if handler:
+        config["event_handlers"] = [handler]
+    return config
+
+
+def wait_for_app(port: int, timeout: float | None = None) -> None:
+    """Block until ``HEAD /`` on the local app answers 200."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("HEAD", "/")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if not announced:
+            print(f"serf: waiting for the web app on port {port} before joining", flush=True)
+            announced = True
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"web app on port {port} did not answer HEAD / in {timeout}s")
+        time.sleep(0.1)
+
+
+def main() -> int:
+    try:
+        config = agent_config(os.environ, socket.gethostname())
+    except AgentConfigError as exc:
+        print(f"lbcluster-serf: {exc}", file=sys.stderr)
+        return 2
+    path = Path(os.environ.get("LBCLUSTER_SERF_CONFIG", "/run/lbcluster/serf.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(config["snapshot_path"]).parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if config["tags"]["role"] == ROLE_BACKEND:
+        wait_for_app(int(config["tags"]["port"]))
+    serf = os.environ.get("LBCLUSTER_SERF_BIN", "serf")
+    os.execvp(serf, [serf, "agent", f"-config-file={path}"])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

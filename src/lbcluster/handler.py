@@ -1,0 +1,246 @@
+"""The membership handler: Serf runs it on the balancer for every event.
+
+For a member event it logs the event, reads the *live* membership from the
+local agent (the truth, not a replay of events), records the alive backends
+under /nodes, renders haproxy.cfg from the shared template, validates it and
+makes HAProxy load it with a seamless reload. Any failure leaves the last
+good configuration serving, is logged with its reason, and exits non-zero.
+
+Commands:
+  lbcluster-handler           handle one Serf event (SERF_EVENT + stdin)
+  lbcluster-handler render    re-render from the live membership (after a settings change)
+  lbcluster-handler boot      before HAProxy starts: render from /nodes, never reload
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import haproxy
+from .members import Member, ParseResult, alive_backends, parse_event_lines
+from .nodes import read_nodes, sync_nodes
+from .paths import Paths
+from .render import SettingsError, TemplateError, load_settings, render_config
+from .serfcli import SerfUnavailable, live_members
+
+MEMBER_EVENTS = frozenset(
+    {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
+)
+OTHER_EVENTS = frozenset({"user", "query"})
+MAX_STDIN = 4 * 1024 * 1024
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class HandlerError(RuntimeError):
+    """A failure that keeps the last good configuration in place."""
+
+
+class EventLog:
+    """Appends timestamped lines to /var/log/serf.log, mirrored to the container's log."""
+
+    def __init__(self, path: Path, console: str | None = None) -> None:
+        self.path = path
+        self.console = console
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line = f"{stamp} {message}\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError as exc:
+            sys.stderr.write(f"lbcluster-handler: cannot write {self.path}: {exc}\n")
+        sys.stderr.write(f"handler: {message}\n")
+        if self.console:
+            with contextlib.suppress(OSError), open(self.console, "a", encoding="utf-8") as out:
+                out.write(f"handler: {message}\n")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Never two handlers at once (Serf serialises events, but boot/render may race it)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_stdin(stream: TextIO) -> list[str]:
+    data = stream.read(MAX_STDIN + 1)
+    if len(data) > MAX_STDIN:
+        raise HandlerError(f"event input larger than {MAX_STDIN} bytes: refused")
+    return data.splitlines()
+
+
+def update_state(path: Path, **changes: Any) -> None:
+    """Counters for status and metrics (events, reloads, refused inputs, last error)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = {}
+    for key, value in changes.items():
+        if key.endswith("_inc"):
+            name = key[: -len("_inc")]
+            state[name] = int(state.get(name, 0)) + int(value)
+        else:
+            state[key] = value
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class Handler:
+    def __init__(self, paths: Paths, log: EventLog) -> None:
+        self.paths = paths
+        self.log = log
+
+    def refuse(self, reasons: Sequence[str]) -> None:
+        for reason in reasons:
+            self.log(f"refused: {reason}")
+        if reasons:
+            update_state(self.paths.state, refused_inc=len(reasons))
+
+    def membership(self) -> list[Member]:
+        """Alive, valid backends from the local agent, guarding against a transient view."""
+        try:
+            view = live_members(self.paths.serf_bin, self.paths.serf_rpc_addr)
+        except SerfUnavailable as exc:
+            raise HandlerError(f"cannot read the live membership: {exc}") from None
+        self.refuse(view.refused)
+        backends = alive_backends(view.members)
+        self.refuse(backends.refused)
+        others = [m for m in view.members if m.role != "balancer"]
+        if not backends.members and not others and not view.refused:
+            recorded, _ = read_nodes(self.paths.nodes_dir)
+            if recorded:
+                # A freshly (re)started agent knows only itself until its join
+                # completes: that is not "every backend is gone".
+                raise HandlerError(
+                    "the local agent knows no other member yet; keeping the last configuration"
+                    f" ({len(recorded)} backends)"
+                )
+        return backends.members
+
+    def apply(self, backends: list[Member], *, reload: bool = True) -> None:
+        sync = sync_nodes(self.paths.nodes_dir, backends)
+        if sync.changed:
+            self.log(
+                "nodes: "
+                + ", ".join(
+                    f"{label} {','.join(names)}"
+                    for label, names in (
+                        ("added", sync.added),
+                        ("updated", sync.updated),
+                        ("removed", sync.removed),
+                    )
+                    if names
+                )
+            )
+        try:
+            settings = load_settings(self.paths.settings)
+            text = render_config(self.paths.template, settings, backends)
+        except (SettingsError, TemplateError) as exc:
+            raise HandlerError(str(exc)) from None
+        names = ", ".join(m.name for m in backends) or "none"
+        try:
+            previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
+        except haproxy.ConfigInvalid as exc:
+            raise HandlerError(str(exc)) from None
+        except OSError as exc:
+            raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
+        if previous is None:
+            self.log(f"config: unchanged ({len(backends)} servers: {names}), no reload")
+            return
+        if not reload:
+            self.log(f"config: written ({len(backends)} servers: {names})")
+            return
+        if not self.paths.master_socket.exists():
+            self.log("config: written; HAProxy is not running, it loads it when it starts")
+            return
+        started = time.monotonic()
+        try:
+            proc = haproxy.reload(self.paths.master_socket)
+        except (haproxy.ReloadFailed, OSError) as exc:
+            haproxy.restore_config(previous, self.paths.live_config)
+            raise HandlerError(f"reload failed: {exc}") from None
+        elapsed = time.monotonic() - started
+        update_state(
+            self.paths.state,
+            reloads_inc=1,
+            last_reload=time.time(),
+            last_servers=[m.name for m in backends],
+        )
+        self.log(
+            f"config: reloaded in {elapsed * 1000:.0f} ms ({len(backends)} servers: {names};"
+            f" worker {','.join(map(str, proc.workers))})"
+        )
+
+    def event(self, name: str, lines: list[str]) -> None:
+        update_state(self.paths.state, events_inc=1, last_event=name, last_event_at=time.time())
+        if name in OTHER_EVENTS:
+            self.log(f"{name}: ignored (not a membership event)")
+            return
+        parsed: ParseResult = parse_event_lines(lines)
+        for member in parsed.members:
+            self.log(f"{name}: {member.describe()}")
+        self.refuse(parsed.refused)
+        self.apply(self.membership())
+
+    def boot(self) -> None:
+        """Before HAProxy starts: render from /nodes; fall back to Ansible's bootstrap config."""
+        recorded, problems = read_nodes(self.paths.nodes_dir)
+        self.refuse(problems)
+        try:
+            self.apply(alive_backends(recorded).members, reload=False)
+        except HandlerError as exc:
+            self.log(f"boot: {exc}; starting from the bootstrap config")
+            boot_text = self.paths.bootstrap_config.read_text(encoding="utf-8")
+            haproxy.install_config(boot_text, self.paths.live_config, self.paths.haproxy_bin)
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lbcluster-handler", description=__doc__.split("\n")[0])
+    parser.add_argument("command", nargs="?", default="event", choices=["event", "render", "boot"])
+    args = parser.parse_args(argv)
+    paths = Paths.from_env()
+    log = EventLog(paths.event_log, os.environ.get("LBCLUSTER_CONSOLE"))
+    handler = Handler(paths, log)
+    event = os.environ.get("SERF_EVENT", "")
+    try:
+        with exclusive(paths.lock):
+            if args.command == "boot":
+                handler.boot()
+            elif args.command == "render":
+                handler.apply(handler.membership())
+            elif event in MEMBER_EVENTS or event in OTHER_EVENTS:
+                handler.event(event, read_stdin(stdin or sys.stdin))
+            else:
+                shown = repr(event[:40]) if event else "nothing"
+                log(f"error: SERF_EVENT is {shown}: not a Serf event; nothing changed")
+                update_state(paths.state, errors_inc=1, last_error=f"unknown event {shown}")
+                return EXIT_USAGE
+    except (HandlerError, haproxy.ConfigInvalid, OSError) as exc:
+        log(f"error: {exc}; the last good configuration keeps serving")
+        update_state(paths.state, errors_inc=1, last_error=str(exc), last_error_at=time.time())
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
