@@ -154,4 +154,6 @@ def parse_stat_csv(text: str) -> list[dict[str, str]]:
 def server_states(admin_socket: Path, backend: str) -> list[dict[str, str]]:
     """The rows of ``show stat`` for the servers of ``backend``."""
     rows = parse_stat_csv(socket_command(admin_socket, "show stat"))
-    return [r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")]
+    return [
+        r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")
+    ]

@@ -101,9 +101,7 @@ def validate_tags(tags: Mapping[str, str], *, member: str = "?") -> dict[str, st
     return dict(tags)
 
 
-def make_member(
-    name: str, address: str, tags: Mapping[str, str], status: str = "alive"
-) -> Member:
+def make_member(name: str, address: str, tags: Mapping[str, str], status: str = "alive") -> Member:
     """Validate raw fields and build a :class:`Member`.
 
     The role comes from the ``role`` tag and must be known; a backend must

@@ -45,9 +45,7 @@ def server_entries(backends: Iterable[Member]) -> list[dict[str, Any]]:
     ]
 
 
-def render_config(
-    template: Path, settings: Mapping[str, Any], backends: Iterable[Member]
-) -> str:
+def render_config(template: Path, settings: Mapping[str, Any], backends: Iterable[Member]) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template.parent)),
         trim_blocks=True,
@@ -60,5 +58,6 @@ def render_config(
             settings=dict(settings), servers=server_entries(backends)
         )
     except jinja2.TemplateError as exc:
-        where = f"{template}:{exc.lineno}" if getattr(exc, "lineno", None) else str(template)
+        lineno = getattr(exc, "lineno", None)
+        where = f"{template}:{lineno}" if lineno else str(template)
         raise TemplateError(f"{where}: {exc.__class__.__name__}: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -74,10 +75,8 @@ def collect(paths: Paths) -> dict[str, Any]:
         )
     alive = {m["name"] for m in members if m["role"] == ROLE_BACKEND and m["serf"] == "alive"}
     state: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         state = json.loads(paths.state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     config_mtime = _mtime(paths.live_config)
     return {
         "members": rows,
@@ -111,8 +110,10 @@ def format_table(report: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-           for row in lines]
+    out = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in lines
+    ]
     handler = report.get("handler", {})
     last = handler.get("last_reload")
     out.append("")

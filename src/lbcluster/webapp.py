@@ -88,7 +88,7 @@ STATE = web.AppKey("state", AppState) if hasattr(web, "AppKey") else "state"
 
 
 def _state(request: web.Request) -> AppState:
-    state: AppState = request.app[STATE]  # type: ignore[index]
+    state: AppState = request.app[STATE]
     return state
 
 
@@ -135,7 +135,7 @@ async def not_found(request: web.Request) -> web.Response:
 
 def make_app(tag: str, host: str) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
-    app[STATE] = AppState(tag=tag, host=host)  # type: ignore[index]
+    app[STATE] = AppState(tag=tag, host=host)
     app.router.add_get("/", index)  # allow_head: HEAD / is the health check
     app.router.add_post("/delay", set_delay)
     app.router.add_route("*", "/{tail:.*}", not_found)
@@ -155,7 +155,7 @@ async def serve(app: web.Application, port: int, drain_seconds: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    app[STATE].draining = True  # type: ignore[index]
+    app[STATE].draining = True
     log.info("stopping: failing health checks, still serving for %.1f s", drain_seconds)
     await asyncio.sleep(drain_seconds)
     await runner.cleanup()

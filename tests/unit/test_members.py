@@ -1,0 +1,535 @@
+"""lbcluster.members: parsing and validation of what Serf reports."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from helpers import members_json, serf_member
+
+from lbcluster.members import (
+    MAX_TAGS,
+    NAME_RE,
+    InvalidMember,
+    Member,
+    alive_backends,
+    make_member,
+    parse_event_line,
+    parse_event_lines,
+    parse_members_json,
+    parse_tags,
+    split_serf_addr,
+    validate_address,
+    validate_name,
+    validate_port,
+    validate_tags,
+)
+
+# --- parse_event_line -------------------------------------------------------
+
+
+def test_event_line_backend_from_tags() -> None:
+    member = parse_event_line("s1\t172.18.0.3\t\trole=backend,port=3000\n")
+    assert member == Member(name="s1", address="172.18.0.3", role="backend", port=3000)
+    assert member.status == "alive"
+    assert dict(member.tags) == {"role": "backend", "port": "3000"}
+    assert member.endpoint == "172.18.0.3:3000"
+
+
+def test_event_line_balancer_has_no_port() -> None:
+    member = parse_event_line("ha\t172.18.0.2\t\trole=balancer")
+    assert member.role == "balancer"
+    assert member.port is None
+
+
+def test_event_line_crlf_is_stripped() -> None:
+    assert parse_event_line("s1\t10.0.0.1\t\trole=backend,port=80\r\n").port == 80
+
+
+def test_event_line_role_column_used_when_no_role_tag() -> None:
+    member = parse_event_line("s1\t10.0.0.1\tbackend\tport=8080")
+    assert member.role == "backend"
+    assert member.port == 8080
+    assert member.tags["role"] == "backend"
+
+
+def test_event_line_role_tag_wins_over_role_column() -> None:
+    member = parse_event_line("ha\t10.0.0.1\tbackend\trole=balancer")
+    assert member.role == "balancer"
+    assert member.port is None
+
+
+def test_event_line_role_column_alone_with_no_tags() -> None:
+    member = parse_event_line("ha\t10.0.0.1\tbalancer\t")
+    assert member.role == "balancer"
+    assert dict(member.tags) == {"role": "balancer"}
+
+
+def test_event_line_keeps_extra_tags() -> None:
+    member = parse_event_line("s1\t10.0.0.1\t\trole=backend,port=80,zone=eu-west-1,v=1.2")
+    assert dict(member.tags) == {"role": "backend", "port": "80", "zone": "eu-west-1", "v": "1.2"}
+    assert member.describe() == "s1 10.0.0.1 port=80 role=backend v=1.2 zone=eu-west-1"
+
+
+def test_event_line_ipv6() -> None:
+    member = parse_event_line("s6\tfd00:0:0::0003\t\trole=backend,port=3000")
+    assert member.address == "fd00::3"  # compressed
+    assert member.endpoint == "[fd00::3]:3000"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "s1",
+        "s1\t10.0.0.1\t",
+        "s1 10.0.0.1 backend role=backend,port=3000",
+        "s1\t10.0.0.1\t\trole=backend,port=3000\textra",
+    ],
+)
+def test_event_line_wrong_field_count(line: str) -> None:
+    with pytest.raises(InvalidMember, match="malformed member line") as exc:
+        parse_event_line(line)
+    assert "expected 4 tab-separated fields" in str(exc.value)
+
+
+def test_event_line_field_count_reported() -> None:
+    with pytest.raises(InvalidMember, match="got 2"):
+        parse_event_line("a\tb")
+
+
+def test_event_line_without_role_is_refused() -> None:
+    with pytest.raises(InvalidMember, match=r"member s1: unknown role ''"):
+        parse_event_line("s1\t10.0.0.1\t\tport=3000")
+
+
+# --- tags -------------------------------------------------------------------
+
+
+def test_parse_tags() -> None:
+    assert parse_tags("") == {}
+    assert parse_tags("a=1,b=,c=x=y") == {"a": "1", "b": "", "c": "x=y"}
+
+
+@pytest.mark.parametrize("text", ["role", "role=backend,", ",role=backend", "a=1,,b=2"])
+def test_parse_tags_malformed(text: str) -> None:
+    with pytest.raises(InvalidMember, match="malformed tag"):
+        parse_tags(text)
+
+
+def test_parse_tags_duplicate() -> None:
+    with pytest.raises(InvalidMember, match="duplicate tag 'role'"):
+        parse_tags("role=backend,role=balancer")
+
+
+def test_too_many_tags() -> None:
+    tags = {"role": "backend", "port": "80"} | {f"t{i}": "x" for i in range(MAX_TAGS - 1)}
+    assert len(tags) == MAX_TAGS + 1
+    with pytest.raises(InvalidMember, match=rf"member s1: {MAX_TAGS + 1} tags, at most {MAX_TAGS}"):
+        make_member("s1", "10.0.0.1", tags)
+    text = ",".join(f"{k}={v}" for k, v in tags.items())
+    with pytest.raises(InvalidMember, match="tags, at most"):
+        parse_event_line(f"s1\t10.0.0.1\t\t{text}")
+
+
+def test_max_tags_accepted() -> None:
+    tags = {"role": "backend", "port": "80"} | {f"t{i}": "x" for i in range(MAX_TAGS - 2)}
+    assert len(validate_tags(tags)) == MAX_TAGS
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ({"ro le": "backend"}, "invalid tag name 'ro le'"),
+        ({"": "x"}, "invalid tag name ''"),
+        ({"k" * 65: "x"}, "invalid tag name"),
+        ({"role": "back end"}, "invalid value 'back end' of tag role"),
+        ({"role": "backend\n"}, r"invalid value 'backend\\n' of tag role"),
+        ({"note": "x" * 129}, r"invalid value 'xxxx.*\.\.\. of tag note"),
+        ({"note": "héllo"}, "invalid value 'héllo' of tag note"),
+    ],
+)
+def test_invalid_tags(tags: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidMember, match=f"member s9: {message}"):
+        validate_tags(tags, member="s9")
+
+
+# --- names ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["s1", "S", "web-01.eu_west", "0", "a" * 63, "x.-_"])
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "bad name",
+        "s1\n",
+        "s1\nserver evil 6.6.6.6:80",
+        "#comment",
+        "s1#x",
+        "'quoted'",
+        '"s1"',
+        "-lead",
+        ".lead",
+        "_lead",
+        "sérveur",
+        "ｓ１",  # fullwidth letters and digit  # noqa: RUF003
+        "s\u200b1",  # zero-width space
+        "a" * 64,
+        "a" * 10_000,
+        "s1\t",
+        "s/1",
+        "..",
+    ],
+)
+def test_invalid_names_name_the_value(name: str) -> None:
+    with pytest.raises(InvalidMember, match="invalid member name") as exc:
+        validate_name(name)
+    # The value is shown escaped and bounded, never raw.
+    message = str(exc.value)
+    assert repr(name)[:20] in message
+    assert "\n" not in message
+    assert len(message) < 200
+    if "\t" not in name and "\n" not in name:
+        with pytest.raises(InvalidMember, match="invalid member name"):
+            parse_event_line(f"{name}\t10.0.0.1\t\trole=backend,port=3000")
+
+
+def test_invalid_name_error_escapes_newlines() -> None:
+    with pytest.raises(InvalidMember) as exc:
+        validate_name("s1\nserver evil")
+    assert "'s1\\nserver evil'" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_very_long_name_is_truncated_in_message() -> None:
+    with pytest.raises(InvalidMember) as exc:
+        validate_name("x" * 10_000)
+    assert "..." in str(exc.value)
+    assert len(str(exc.value)) < 200
+
+
+# --- addresses --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("172.18.0.3", "172.18.0.3"),
+        ("10.0.0.255", "10.0.0.255"),
+        ("fd00::3", "fd00::3"),
+        ("FD00:0000:0000:0000:0000:0000:0000:0003", "fd00::3"),
+        ("::1", "::1"),
+        ("127.0.0.1", "127.0.0.1"),
+    ],
+)
+def test_valid_addresses(address: str, expected: str) -> None:
+    assert validate_address(address) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",
+        "localhost",
+        "172.18.0",
+        "172.18.0.256",
+        "172.18.0.3 ",
+        " 172.18.0.3",
+        "172.18.0.3:3000",
+        "[fd00::1]",
+        "fd00:::1",
+        "fd00::g",
+        "1.2.3.4/32",
+        "１.２.３.４",  # noqa: RUF001
+        "1.2.3.4\nserver evil",
+    ],
+)
+def test_invalid_addresses_name_member_and_value(address: str) -> None:
+    with pytest.raises(InvalidMember, match="member s1: invalid address") as exc:
+        validate_address(address, member="s1")
+    assert repr(address)[:20] in str(exc.value)
+    assert "not an IPv4 or IPv6 address" in str(exc.value)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "224.0.0.1", "239.1.2.3", "ff02::1"])
+def test_unspecified_and_multicast_refused(address: str) -> None:
+    with pytest.raises(InvalidMember, match=rf"member s1: address {re.escape(address)} cannot"):
+        make_member("s1", address, {"role": "backend", "port": "80"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG members.py:72-81 validate_address accepts IPv6 scope ids ('%...') verbatim:"
+    " any text after '%' (spaces, newlines) reaches /nodes and haproxy.cfg",
+)
+@pytest.mark.parametrize(
+    "address", ["fe80::1%eth0 x", "fe80::1%a\nserver evil 6.6.6.6:80", "fe80::1%#"]
+)
+def test_ipv6_scope_id_with_hostile_text_is_refused(address: str) -> None:
+    with pytest.raises(InvalidMember):
+        validate_address(address, member="s1")
+
+
+# --- ports ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3000", 3000), ("65535", 65535)])
+def test_valid_ports(value: str, expected: int) -> None:
+    assert validate_port(value) == expected
+    assert make_member("s1", "10.0.0.1", {"role": "backend", "port": value}).port == expected
+
+
+def test_port_int_accepted() -> None:
+    assert validate_port(8080) == 8080
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "65536", "99999", "abc", "٣", "３", "²", "-1", "+80", " 80", "80 ", "8.0", "0x50"]
+)
+def test_invalid_ports_name_member_and_value(value: str) -> None:
+    with pytest.raises(InvalidMember, match="member s1: invalid port") as exc:
+        validate_port(value, member="s1")
+    assert repr(value) in str(exc.value)
+    assert "expected 1-65535" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_missing_port(value: str | None) -> None:
+    with pytest.raises(InvalidMember, match="member s1: backend has no 'port' tag"):
+        validate_port(value, member="s1")
+
+
+def test_backend_without_port_tag_refused() -> None:
+    with pytest.raises(InvalidMember, match="backend has no 'port' tag"):
+        parse_event_line("s1\t10.0.0.1\t\trole=backend")
+
+
+def test_port_tag_as_unicode_digit_refused_via_event_line() -> None:
+    # '٣' (Arabic-Indic three) is str.isdigit() but not a port: the tag check refuses it first.
+    with pytest.raises(InvalidMember, match="member s1: invalid value '٣' of tag port"):
+        parse_event_line("s1\t10.0.0.1\t\trole=backend,port=٣")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG members.py:88 validate_port calls int() on an unbounded digit string: more"
+    " than 4300 digits raises a plain ValueError instead of InvalidMember",
+)
+def test_huge_port_is_invalid_member() -> None:
+    try:
+        validate_port("9" * 5000, member="s1")
+    except InvalidMember:
+        return
+    except ValueError as exc:
+        raise AssertionError(f"not an InvalidMember: {exc!r}") from None
+    raise AssertionError("accepted")
+
+
+def test_balancer_port_tag_is_ignored() -> None:
+    member = make_member("ha", "10.0.0.2", {"role": "balancer", "port": "nonsense"})
+    assert member.port is None
+
+
+# --- roles and statuses -----------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["", "Backend", "web", "backend ", "balancer2"])
+def test_unknown_roles(role: str) -> None:
+    tags = {"role": role, "port": "80"} if " " not in role else {"port": "80"}
+    with pytest.raises(InvalidMember, match=r"member s1: unknown role") as exc:
+        make_member("s1", "10.0.0.1", tags)
+    assert "expected one of backend, balancer" in str(exc.value)
+
+
+def test_unknown_status() -> None:
+    with pytest.raises(InvalidMember, match="member s1: unknown status 'zombie'"):
+        make_member("s1", "10.0.0.1", {"role": "backend", "port": "80"}, status="zombie")
+
+
+@pytest.mark.parametrize("status", ["alive", "leaving", "left", "failed", "none", "reap"])
+def test_known_statuses(status: str) -> None:
+    assert make_member("s1", "10.0.0.1", {"role": "balancer"}, status).status == status
+
+
+# --- Member -----------------------------------------------------------------
+
+
+def test_endpoint_brackets_ipv6_only() -> None:
+    assert Member("a", "10.1.2.3", "backend", 80).endpoint == "10.1.2.3:80"
+    assert Member("a", "fd00::1", "backend", 80).endpoint == "[fd00::1]:80"
+    assert Member("a", "::ffff:10.1.2.3", "backend", 80).endpoint == "[::ffff:10.1.2.3]:80"
+
+
+def test_members_sort_by_name_and_ignore_tags_in_equality() -> None:
+    a = Member("a", "10.0.0.2", "backend", 80, tags={"x": "1"})
+    b = Member("b", "10.0.0.1", "backend", 80)
+    assert sorted([b, a]) == [a, b]
+    assert a == Member("a", "10.0.0.2", "backend", 80, tags={"x": "2"})
+
+
+# --- split_serf_addr --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("addr", "host"),
+    [
+        ("172.18.0.3:7946", "172.18.0.3"),
+        ("[fd00::1]:7946", "fd00::1"),
+        ("[fd00::1]", "fd00::1"),
+        ("172.18.0.3", "172.18.0.3"),
+    ],
+)
+def test_split_serf_addr(addr: str, host: str) -> None:
+    assert split_serf_addr(addr) == host
+
+
+def test_split_serf_addr_unclosed_bracket() -> None:
+    with pytest.raises(InvalidMember, match="malformed address"):
+        split_serf_addr("[fd00::1:7946")
+
+
+# --- parse_members_json -----------------------------------------------------
+
+
+def test_members_json_parses_all_fields() -> None:
+    text = members_json(
+        serf_member("ha", "172.18.0.2:7946", role="balancer", port=None),
+        serf_member("s1", "172.18.0.3:7946"),
+        serf_member("s6", "[fd00::6]:7946", status="failed"),
+    )
+    result = parse_members_json(text)
+    assert result.refused == []
+    assert [(m.name, m.address, m.role, m.port, m.status) for m in result.members] == [
+        ("ha", "172.18.0.2", "balancer", None, "alive"),
+        ("s1", "172.18.0.3", "backend", 3000, "alive"),
+        ("s6", "fd00::6", "backend", 3000, "failed"),
+    ]
+    assert result.members[2].endpoint == "[fd00::6]:3000"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "{", "[]", "null", '"members"', "{}", '{"members": {}}', '{"members": "x"}'],
+)
+def test_members_json_unreadable(text: str) -> None:
+    with pytest.raises(InvalidMember, match="unreadable 'serf members' output"):
+        parse_members_json(text)
+
+
+def test_members_json_refuses_members_one_by_one() -> None:
+    text = members_json(
+        serf_member("s1", "172.18.0.3:7946"),
+        serf_member("bad name", "172.18.0.4:7946"),
+        serf_member("s3", "999.1.1.1:7946"),
+        serf_member("s4", "172.18.0.5:7946", port="0"),
+        serf_member("s5", "172.18.0.6:7946", role="database"),
+        serf_member("s6", "172.18.0.7:7946", status="zombie"),
+        serf_member("s7", "172.18.0.8:7946", tags={"role": "backend", "port": 80}),
+        serf_member("s8", "172.18.0.9:7946", tags=["role=backend"]),
+        serf_member("s9", "[fd00::9:7946"),
+        serf_member("s10", "172.18.0.10:7946"),
+    )
+    items = json.loads(text)["members"]
+    items.insert(3, "just a string")
+    items.insert(4, None)
+    result = parse_members_json(json.dumps({"members": items}))
+    assert [m.name for m in result.members] == ["s1", "s10"]
+    assert len(result.refused) == 10
+    joined = "\n".join(result.refused)
+    for fragment in (
+        "invalid member name 'bad name'",
+        "member s3: invalid address '999.1.1.1'",
+        "member entry is not an object: 'just a string'",
+        "member entry is not an object: 'None'",
+        "member s4: invalid port '0'",
+        "member s5: unknown role 'database'",
+        "member s6: unknown status 'zombie'",
+        "member 's7': tags are not strings",
+        "member 's8': tags are not strings",
+        "malformed address '[fd00::9:7946'",
+    ):
+        assert fragment in joined
+
+
+def test_members_json_null_tags_means_no_role() -> None:
+    result = parse_members_json(json.dumps({"members": [{"name": "x", "addr": "10.0.0.1:1"}]}))
+    assert result.members == []
+    assert result.refused == ["member x: unknown role '': expected one of backend, balancer"]
+
+
+# --- parse_event_lines ------------------------------------------------------
+
+
+def test_event_lines_skip_blank_and_refuse_bad() -> None:
+    result = parse_event_lines(
+        [
+            "s1\t10.0.0.1\t\trole=backend,port=80",
+            "",
+            "   ",
+            "garbage",
+            "s2\t10.0.0.2\t\trole=backend,port=81",
+        ]
+    )
+    assert [m.name for m in result.members] == ["s1", "s2"]
+    assert len(result.refused) == 1
+    assert "malformed member line 'garbage'" in result.refused[0]
+
+
+# --- alive_backends ---------------------------------------------------------
+
+
+def _backend(name: str, address: str, port: int = 3000, status: str = "alive") -> Member:
+    return make_member(name, address, {"role": "backend", "port": str(port)}, status)
+
+
+def test_alive_backends_filters_and_sorts() -> None:
+    members = [
+        _backend("s3", "10.0.0.3"),
+        make_member("ha", "10.0.0.1", {"role": "balancer"}),
+        _backend("s1", "10.0.0.11"),
+        _backend("s2", "10.0.0.2", status="failed"),
+        _backend("s4", "10.0.0.4", status="left"),
+        _backend("s5", "10.0.0.5", status="leaving"),
+    ]
+    result = alive_backends(members)
+    assert [m.name for m in result.members] == ["s1", "s3"]
+    assert result.refused == []
+
+
+def test_alive_backends_refuses_duplicate_names() -> None:
+    result = alive_backends([_backend("s1", "10.0.0.9"), _backend("s1", "10.0.0.1")])
+    assert [m.address for m in result.members] == ["10.0.0.1"]
+    assert result.refused == ["member s1: name listed twice"]
+
+
+def test_alive_backends_duplicate_name_of_dead_member_is_fine() -> None:
+    result = alive_backends([_backend("s1", "10.0.0.9", status="left"), _backend("s1", "10.0.0.1")])
+    assert [m.address for m in result.members] == ["10.0.0.1"]
+    assert result.refused == []
+
+
+def test_alive_backends_refuses_duplicate_endpoints() -> None:
+    result = alive_backends(
+        [_backend("s2", "10.0.0.1"), _backend("s1", "10.0.0.1"), _backend("s3", "10.0.0.1", 3001)]
+    )
+    assert [m.name for m in result.members] == ["s1", "s3"]
+    assert result.refused == ["member s2: endpoint 10.0.0.1:3000 already used by s1"]
+
+
+def test_alive_backends_duplicate_ipv6_endpoint_spelled_differently() -> None:
+    result = alive_backends([_backend("a", "fd00::1"), _backend("b", "fd00:0::0:1")])
+    assert [m.name for m in result.members] == ["a"]
+    assert result.refused == ["member b: endpoint [fd00::1]:3000 already used by a"]
+
+
+def test_alive_backends_names_match_name_re() -> None:
+    result = alive_backends([_backend(f"n{i}", f"10.0.1.{i}") for i in range(1, 20)])
+    assert all(NAME_RE.fullmatch(m.name) for m in result.members)
+    assert len(result.members) == 19
