@@ -1,0 +1,65 @@
+"""Faults: stopped, killed and restarted members; supervision restarts."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import Containers, get_json, playbook, up_servers, wait_until
+
+
+def test_docker_stop_is_a_graceful_leave(two_backends: Containers) -> None:
+    container = two_backends.client.containers.get("s2")
+    container.stop(timeout=20)
+    container.reload()
+    assert container.attrs["State"]["ExitCode"] == 0, "s6 stopped every service cleanly"
+    wait_until(lambda: "member-leave: s2 " in two_backends.event_log(), timeout=15)
+    wait_until(lambda: two_backends.nodes() == {"s1"}, timeout=15)
+    assert two_backends.config_servers() == {"s1"}
+    assert {get_json()["host"] for _ in range(4)} == {"s1"}
+
+
+def test_docker_kill_is_a_failure_and_removes_the_member(two_backends: Containers) -> None:
+    two_backends.client.containers.get("s1").kill()
+    wait_until(lambda: "member-failed: s1 " in two_backends.event_log(), timeout=30)
+    wait_until(lambda: two_backends.nodes() == {"s2"}, timeout=15)
+    assert two_backends.config_servers() == {"s2"}
+    assert {get_json()["host"] for _ in range(4)} == {"s2"}
+
+
+def test_killed_haproxy_master_is_restarted(two_backends: Containers) -> None:
+    before = two_backends.pid_of("ha", "haproxy")
+    two_backends.exec("ha", "kill", "-9", str(before))
+    wait_until(lambda: two_backends.pid_of("ha", "haproxy") != before, timeout=10)
+    # Restarted from the recorded membership, not from an empty config.
+    wait_until(lambda: up_servers() == {"s1", "s2"}, timeout=15)
+    assert {get_json()["host"] for _ in range(4)} == {"s1", "s2"}
+
+
+def test_killed_serf_agents_are_restarted(two_backends: Containers) -> None:
+    for name in ("ha", "s1"):
+        before = two_backends.pid_of(name, "serf")
+        two_backends.exec(name, "kill", "-9", str(before))
+        wait_until(lambda n=name, b=before: two_backends.pid_of(n, "serf") != b, timeout=10)
+    time.sleep(3)
+    playbook("site.yml")  # converges: both backends alive and UP
+    assert up_servers() == {"s1", "s2"}
+
+
+def test_restarted_balancer_lists_exactly_the_alive_backends(two_backends: Containers) -> None:
+    two_backends.client.containers.get("s2").stop(timeout=20)
+    two_backends.client.containers.get("ha").restart(timeout=20)
+    wait_until(lambda: up_servers() == {"s1"}, timeout=30)
+    assert two_backends.nodes() == {"s1"}
+    assert two_backends.config_servers() == {"s1"}
+
+
+def test_backends_started_before_the_balancer_end_up_in_rotation(
+    two_backends: Containers,
+) -> None:
+    two_backends.client.containers.get("ha").remove(force=True)
+    for name in ("s1", "s2"):
+        two_backends.client.containers.get(name).restart(timeout=20)
+    time.sleep(2)  # the backends are up and gossiping before ha exists
+    playbook("site.yml")  # creates ha last; returns once s1 and s2 are UP
+    assert up_servers() == {"s1", "s2"}
+    assert {get_json()["host"] for _ in range(4)} == {"s1", "s2"}

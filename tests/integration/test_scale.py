@@ -1,0 +1,31 @@
+"""Scaling with -e webapp_count: the stats page, /nodes and the config follow."""
+
+from __future__ import annotations
+
+from conftest import Containers, http, scale, stats_servers, up_servers, wait_until
+
+
+def test_scale_up_and_down(two_backends: Containers) -> None:
+    scale(4)
+    # The playbook returns once HAProxy serves exactly s1..s4.
+    assert up_servers() == {"s1", "s2", "s3", "s4"}
+    assert two_backends.nodes() == {"s1", "s2", "s3", "s4"}
+    assert two_backends.config_servers() == {"s1", "s2", "s3", "s4"}
+    hosts = {http("/")[2] for _ in range(8)}
+    assert len(hosts) == 8  # fresh sessions, spread over backends
+    scale(2)
+    assert up_servers() == {"s1", "s2"}
+    assert two_backends.nodes() == {"s1", "s2"}
+    assert "s3" not in two_backends.client.containers.list(all=True)
+    log = two_backends.event_log()
+    assert "member-leave: s3 " in log and "member-leave: s4 " in log
+
+
+def test_no_backend_gives_503_not_a_connection_error(two_backends: Containers) -> None:
+    scale(0)
+    assert stats_servers() == {}
+    status, _, body = http("/")
+    assert status == 503
+    assert two_backends.nodes() == set()
+    scale(1)
+    wait_until(lambda: http("/")[0] == 200)
