@@ -52,14 +52,22 @@ def scale(count: int) -> subprocess.CompletedProcess[str]:
 
 
 def wait_until(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.25) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with its last value."""
+    """Poll ``probe`` until it returns something truthy; fail with its last value.
+
+    An exception from the probe (a port not yet open, a container restarting)
+    counts as "not yet".
+    """
     deadline = time.monotonic() + timeout
-    value = probe()
-    while not value and time.monotonic() < deadline:
+    while True:
+        try:
+            value: T | Exception = probe()
+        except Exception as exc:  # noqa: BLE001 - reported below if it persists
+            value = exc
+        if value and not isinstance(value, Exception):
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"condition not met within {timeout}s (last value: {value!r})")
         time.sleep(interval)
-        value = probe()
-    assert value, f"condition not met within {timeout}s (last value: {value!r})"
-    return value
 
 
 def _lower(items: Any) -> dict[str, str]:
@@ -137,8 +145,9 @@ class Containers:
         return self.read(name, "/var/log/serf.log")
 
     def pid_of(self, name: str, program: str) -> int:
-        """PID of the oldest process named ``program`` (the master / the agent)."""
-        return int(self.exec(name, "pgrep", "-o", "-x", program).split()[0])
+        """PID of the oldest process named ``program`` (the master / the agent); 0 if none."""
+        found = self.exec(name, "pgrep", "-o", "-x", program, check=False).split()
+        return int(found[0]) if found else 0
 
     def status(self, name: str) -> str:
         container = self.client.containers.get(name)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "haproxy.cfg.j2"
@@ -67,7 +63,7 @@ def make_executable(path: Path, script: str) -> Path:
 FAKE_HAPROXY = """#!/bin/sh
 here=$(dirname "$0")
 echo "$@" >> "$here/haproxy.calls"
-cp "$5" "$here/haproxy.checked"
+cp "$4" "$here/haproxy.checked"
 if [ -e "$here/haproxy.fail" ]; then
     cat "$here/haproxy.fail"
     exit 1
@@ -86,7 +82,6 @@ if [ -e "$here/serf.fail" ]; then
 fi
 cat "$here/members.json"
 """
-
 
 
 def serf_member(
@@ -116,5 +111,3 @@ def serf_member(
 
 def members_json(*items: dict[str, Any]) -> str:
     return json.dumps({"members": list(items)})
-
-

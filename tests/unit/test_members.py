@@ -178,7 +178,7 @@ def test_valid_names(name: str) -> None:
         ".lead",
         "_lead",
         "sérveur",
-        "ｓ１",  # fullwidth letters and digit  # noqa: RUF003
+        "\uff53\uff11",  # fullwidth letter and digit
         "s\u200b1",  # zero-width space
         "a" * 64,
         "a" * 10_000,
@@ -257,7 +257,10 @@ def test_invalid_addresses_name_member_and_value(address: str) -> None:
     assert "not an IPv4 or IPv6 address" in str(exc.value)
 
 
-@pytest.mark.parametrize("address", ["0.0.0.0", "::", "224.0.0.1", "239.1.2.3", "ff02::1"])
+@pytest.mark.parametrize(
+    "address",
+    ["0.0.0.0", "::", "224.0.0.1", "239.1.2.3", "ff02::1"],  # noqa: S104
+)
 def test_unspecified_and_multicast_refused(address: str) -> None:
     with pytest.raises(InvalidMember, match=rf"member s1: address {re.escape(address)} cannot"):
         make_member("s1", address, {"role": "backend", "port": "80"})
@@ -290,7 +293,8 @@ def test_port_int_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "65536", "99999", "abc", "٣", "３", "²", "-1", "+80", " 80", "80 ", "8.0", "0x50"]
+    "value",
+    ["0", "65536", "99999", "abc", "٣", "\uff13", "²", "-1", "+80", " 80", "80 ", "8.0", "0x50"],
 )
 def test_invalid_ports_name_member_and_value(value: str) -> None:
     with pytest.raises(InvalidMember, match="member s1: invalid port") as exc:

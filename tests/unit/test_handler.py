@@ -1,0 +1,459 @@
+"""lbcluster.handler: one Serf event end to end, with fake `serf` and `haproxy` executables."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakesock import FakeMaster, FakeSocket
+from helpers import SETTINGS, TEMPLATE, members_json, serf_member
+
+from lbcluster import handler as handler_mod
+from lbcluster.handler import EXIT_ERROR, EXIT_OK, EXIT_USAGE, EventLog, main, update_state
+from lbcluster.members import Member
+from lbcluster.paths import Paths
+from lbcluster.render import render_config
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+HA = serf_member("ha", "172.18.0.2:7946", role="balancer", port=None)
+S1 = serf_member("s1", "172.18.0.3:7946")
+S2 = serf_member("s2", "172.18.0.4:7946")
+S1_LINE = "s1\t172.18.0.3\t\trole=backend,port=3000"
+S2_LINE = "s2\t172.18.0.4\t\trole=backend,port=3000"
+
+
+class Cluster:
+    """A balancer's files under tmp_path, with fake serf and haproxy next to them."""
+
+    def __init__(self, root: Path, sockets: Path, serf: Path, haproxy: Path) -> None:
+        self.root = root
+        self.bin = serf.parent
+        self.env = {
+            "LBCLUSTER_NODES_DIR": str(root / "nodes"),
+            "LBCLUSTER_EVENT_LOG": str(root / "log" / "serf.log"),
+            "LBCLUSTER_TEMPLATE": str(TEMPLATE),
+            "LBCLUSTER_SETTINGS": str(root / "etc" / "settings.json"),
+            "LBCLUSTER_BOOTSTRAP_CONFIG": str(root / "etc" / "haproxy.cfg"),
+            "LBCLUSTER_LIVE_CONFIG": str(root / "live" / "haproxy.cfg"),
+            "LBCLUSTER_LOCK": str(root / "run" / "handler.lock"),
+            "LBCLUSTER_STATE": str(root / "run" / "state.json"),
+            "LBCLUSTER_ADMIN_SOCKET": str(sockets / "admin.sock"),
+            "LBCLUSTER_MASTER_SOCKET": str(sockets / "master.sock"),
+            "LBCLUSTER_HAPROXY_BIN": str(haproxy),
+            "LBCLUSTER_SERF_BIN": str(serf),
+            "LBCLUSTER_SERF_RPC_ADDR": "127.0.0.1:7373",
+        }
+        self.paths = Paths.from_env(self.env)
+        self.paths.settings.parent.mkdir(parents=True)
+        self.paths.settings.write_text(json.dumps(SETTINGS, indent=2) + "\n")
+        self.members()
+
+    def members(self, *items: dict[str, Any]) -> None:
+        (self.bin / "members.json").write_text(members_json(*items))
+
+    def run(self, event: str | None, stdin: str = "", *argv: str) -> int:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in self.env.items():
+                mp.setenv(key, value)
+            if event is None:
+                mp.delenv("SERF_EVENT", raising=False)
+            else:
+                mp.setenv("SERF_EVENT", event)
+            return main(list(argv), io.StringIO(stdin))
+
+    def log(self) -> list[str]:
+        """serf.log without the timestamps (checked to be there)."""
+        try:
+            lines = self.paths.event_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        assert all(STAMP.match(line) for line in lines), lines
+        return [STAMP.sub("", line) for line in lines]
+
+    def nodes(self) -> dict[str, str]:
+        d = self.paths.nodes_dir
+        return {p.name: p.read_text() for p in sorted(d.iterdir())} if d.exists() else {}
+
+    def live(self) -> str | None:
+        try:
+            return self.paths.live_config.read_text()
+        except FileNotFoundError:
+            return None
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.paths.state.read_text())
+
+    def serf_calls(self) -> list[str]:
+        try:
+            return (self.bin / "serf.calls").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def haproxy_fails(self, message: str) -> None:
+        (self.bin / "haproxy.fail").write_text(message)
+
+    def expected_config(self, *names_addrs: tuple[str, str]) -> str:
+        members = [Member(n, a, "backend", 3000) for n, a in names_addrs]
+        return render_config(TEMPLATE, SETTINGS, members)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, short_tmp: Path, fake_serf: Path, fake_haproxy: Path) -> Cluster:
+    return Cluster(tmp_path, short_tmp, fake_serf, fake_haproxy)
+
+
+def servers(config: str | None) -> list[str]:
+    assert config is not None
+    return [line.strip() for line in config.splitlines() if line.lstrip().startswith("server ")]
+
+
+# --- member events ----------------------------------------------------------
+
+
+def test_member_join_writes_nodes_log_and_config(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE + "\n") == EXIT_OK
+
+    assert cluster.nodes() == {
+        "s1": "s1 172.18.0.3 3000 port=3000,role=backend\n",
+        "s2": "s2 172.18.0.4 3000 port=3000,role=backend\n",
+    }
+    assert cluster.live() == cluster.expected_config(("s1", "172.18.0.3"), ("s2", "172.18.0.4"))
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000", "server s2 172.18.0.4:3000"]
+    assert cluster.log() == [
+        "member-join: s1 172.18.0.3 port=3000 role=backend",
+        "member-join: s2 172.18.0.4 port=3000 role=backend",
+        "nodes: added s1,s2",
+        "config: written; HAProxy is not running, it loads it when it starts",
+    ]
+    assert cluster.serf_calls() == ["members -format=json -rpc-addr=127.0.0.1:7373"]
+    state = cluster.state()
+    assert state["events"] == 1
+    assert state["last_event"] == "member-join"
+    assert "errors" not in state
+    assert "reloads" not in state
+
+
+def test_membership_comes_from_the_agent_not_stdin(cluster: Cluster) -> None:
+    # The event names only s1; the live view (the truth) has s1 and s2.
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    assert sorted(cluster.nodes()) == ["s1", "s2"]
+
+
+def test_repeated_event_changes_nothing(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    before = cluster.paths.live_config.stat().st_mtime_ns
+    assert cluster.run("member-update", S1_LINE) == EXIT_OK
+    assert cluster.paths.live_config.stat().st_mtime_ns == before
+    assert cluster.log()[-1] == "config: unchanged (1 servers: s1), no reload"
+    assert not any(line.startswith("nodes:") for line in cluster.log()[2:])
+    assert cluster.state()["events"] == 2
+
+
+def test_member_leave_and_failed_remove_backends(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    cluster.members(HA, S1, {**S2, "status": "left"})
+    assert cluster.run("member-leave", S2_LINE) == EXIT_OK
+    assert sorted(cluster.nodes()) == ["s1"]
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000"]
+    assert "nodes: removed s2" in cluster.log()
+
+    cluster.members(HA, {**S1, "status": "failed"}, {**S2, "status": "left"})
+    assert cluster.run("member-failed", S1_LINE) == EXIT_OK
+    assert cluster.nodes() == {}
+    assert servers(cluster.live()) == []
+    assert (
+        cluster.log()[-1] == "config: written; HAProxy is not running, it loads it when it starts"
+    )
+
+
+def test_updated_address_updates_node_file(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    cluster.run("member-join", S1_LINE)
+    cluster.members(HA, {**S1, "addr": "172.18.0.9:7946"})
+    assert cluster.run("member-update", "s1\t172.18.0.9\t\trole=backend,port=3000") == EXIT_OK
+    assert cluster.nodes()["s1"] == "s1 172.18.0.9 3000 port=3000,role=backend\n"
+    assert "nodes: updated s1" in cluster.log()
+    assert servers(cluster.live()) == ["server s1 172.18.0.9:3000"]
+
+
+@pytest.mark.parametrize(
+    ("event", "shown"),
+    [("bogus", "'bogus'"), ("", "nothing"), ("member-join\nx", "'member-join\\nx'")],
+)
+def test_unknown_event_exits_2(cluster: Cluster, event: str, shown: str) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run(event, S1_LINE) == EXIT_USAGE
+    assert cluster.log() == [f"error: SERF_EVENT is {shown}: not a Serf event; nothing changed"]
+    assert cluster.serf_calls() == []
+    assert cluster.live() is None
+    assert cluster.nodes() == {}
+    assert cluster.state()["errors"] == 1
+    assert cluster.state()["last_error"] == f"unknown event {shown}"
+
+
+def test_missing_serf_event_variable_exits_2(cluster: Cluster) -> None:
+    assert cluster.run(None) == EXIT_USAGE
+    assert cluster.log() == ["error: SERF_EVENT is nothing: not a Serf event; nothing changed"]
+
+
+def test_long_unknown_event_is_shortened(cluster: Cluster) -> None:
+    assert cluster.run("x" * 1000) == EXIT_USAGE
+    assert cluster.log() == [
+        f"error: SERF_EVENT is '{'x' * 40}': not a Serf event; nothing changed"
+    ]
+
+
+def test_malformed_stdin_refused_valid_members_apply(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    stdin = "\n".join(
+        [
+            S1_LINE,
+            "garbage",
+            "bad name\t172.18.0.5\t\trole=backend,port=3000",
+            "s3\t172.18.0.6\t\trole=backend,port=99999",
+            "",
+            S2_LINE,
+        ]
+    )
+    assert cluster.run("member-join", stdin) == EXIT_OK
+    log = cluster.log()
+    assert log[:2] == [
+        "member-join: s1 172.18.0.3 port=3000 role=backend",
+        "member-join: s2 172.18.0.4 port=3000 role=backend",
+    ]
+    refused = [line for line in log if line.startswith("refused: ")]
+    assert len(refused) == 3
+    assert "refused: malformed member line 'garbage'" in refused[0]
+    assert "invalid member name 'bad name'" in refused[1]
+    assert "member s3: invalid port '99999'" in refused[2]
+    assert sorted(cluster.nodes()) == ["s1", "s2"]
+    assert len(servers(cluster.live())) == 2
+    assert cluster.state()["refused"] == 3
+
+
+def test_refused_members_in_the_live_view(cluster: Cluster) -> None:
+    cluster.members(
+        HA,
+        S1,
+        serf_member("evil\nserver x 6.6.6.6:80", "172.18.0.7:7946"),
+        serf_member("s9", "172.18.0.3:7946"),  # s1's endpoint
+    )
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    log = cluster.log()
+    assert "refused: invalid member name 'evil\\nserver x 6.6.6.6:80'" in log[1]
+    assert "refused: member s9: endpoint 172.18.0.3:3000 already used by s1" in log
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000"]
+    assert "evil" not in (cluster.live() or "")
+    assert "6.6.6.6" not in "".join(cluster.nodes().values())
+    assert cluster.state()["refused"] == 2
+
+
+def test_invalid_rendered_config_keeps_previous(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    good = cluster.live()
+
+    cluster.members(HA, S1, S2)
+    cluster.haproxy_fails(
+        "[ALERT]    (9) : config : parsing [/x/.haproxy.cfg.new:50] : 'server s2' : bad\n"
+    )
+    assert cluster.run("member-join", S2_LINE) == EXIT_ERROR
+    assert cluster.live() == good
+    assert not cluster.paths.live_config.with_name(".haproxy.cfg.new").exists()
+    last = cluster.log()[-1]
+    assert last.startswith(f"error: haproxy -c rejected {cluster.paths.live_config.parent}/")
+    assert "'server s2' : bad" in last
+    assert last.endswith("; the last good configuration keeps serving")
+    state = cluster.state()
+    assert state["errors"] == 1
+    assert "'server s2' : bad" in state["last_error"]
+
+
+def test_agent_knowing_only_itself_does_not_wipe_nodes(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    nodes, config = cluster.nodes(), cluster.live()
+
+    cluster.members(HA)  # a restarted agent, not joined yet
+    assert cluster.run("member-join", "ha\t172.18.0.2\t\trole=balancer") == EXIT_ERROR
+    assert cluster.nodes() == nodes
+    assert cluster.live() == config
+    assert cluster.log()[-1] == (
+        "error: the local agent knows no other member yet; keeping the last configuration"
+        " (2 backends); the last good configuration keeps serving"
+    )
+
+
+def test_view_with_only_refused_others_is_not_a_transient_view(cluster: Cluster) -> None:
+    # The agent does know other members (invalid ones): that is a real view, applied.
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    cluster.members(HA, serf_member("s1", "172.18.0.3:7946", port="0"))
+    assert cluster.run("member-update", "") == EXIT_OK
+    assert cluster.nodes() == {}
+    assert servers(cluster.live()) == []
+    assert "refused: member s1: invalid port '0': expected 1-65535" in cluster.log()
+
+
+def test_fresh_cluster_with_only_the_balancer_renders_empty(cluster: Cluster) -> None:
+    cluster.members(HA)
+    assert cluster.run("member-join", "ha\t172.18.0.2\t\trole=balancer") == EXIT_OK
+    assert servers(cluster.live()) == []
+    assert cluster.nodes() == {}
+
+
+@pytest.mark.parametrize("event", ["user", "query"])
+def test_user_and_query_events_are_ignored(cluster: Cluster, event: str) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run(event, "deploy payload\twith\ttabs") == EXIT_OK
+    assert cluster.log() == [f"{event}: ignored (not a membership event)"]
+    assert cluster.serf_calls() == []
+    assert cluster.live() is None
+    assert cluster.state()["events"] == 1
+
+
+def test_serf_unavailable_exits_1(cluster: Cluster) -> None:
+    (cluster.bin / "serf.fail").write_text("Error connecting to Serf agent: dial tcp: refused\n")
+    assert cluster.run("member-join", S1_LINE) == EXIT_ERROR
+    assert cluster.log()[-1] == (
+        "error: cannot read the live membership: serf members exited 1: Error connecting to"
+        " Serf agent: dial tcp: refused; the last good configuration keeps serving"
+    )
+    assert cluster.live() is None
+
+
+def test_serf_garbage_output_exits_1(cluster: Cluster) -> None:
+    (cluster.bin / "members.json").write_text("<html>")
+    assert cluster.run("member-join", S1_LINE) == EXIT_ERROR
+    assert "unreadable 'serf members' output" in cluster.log()[-1]
+
+
+def test_bad_settings_exit_1_naming_the_file(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    cluster.paths.settings.write_text("[1, 2]")
+    assert cluster.run("member-join", S1_LINE) == EXIT_ERROR
+    assert f"error: {cluster.paths.settings}: expected a JSON object, got list" in cluster.log()[-1]
+    assert cluster.live() is None
+
+
+def test_stdin_too_large_exits_1(cluster: Cluster) -> None:
+    big = (S1_LINE + "\n") * (handler_mod.MAX_STDIN // len(S1_LINE) + 2)
+    assert cluster.run("member-join", big) == EXIT_ERROR
+    assert "event input larger than" in cluster.log()[-1]
+    assert cluster.serf_calls() == []
+
+
+# --- reloads through the master socket --------------------------------------
+
+
+def test_reload_through_master_socket(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    master = FakeMaster("ok")
+    with FakeSocket(cluster.paths.master_socket, master) as fake:
+        assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    assert fake.commands[:2] == ["show proc", "reload"]
+    assert re.fullmatch(
+        r"config: reloaded in \d+ ms \(1 servers: s1; worker 101\)", cluster.log()[-1]
+    )
+    state = cluster.state()
+    assert state["reloads"] == 1
+    assert state["last_servers"] == ["s1"]
+
+
+def test_failed_reload_restores_previous_config(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    good = cluster.live()
+    cluster.members(HA, S1, S2)
+    with FakeSocket(cluster.paths.master_socket, FakeMaster("failed")):
+        assert cluster.run("member-join", S2_LINE) == EXIT_ERROR
+    assert cluster.live() == good
+    assert cluster.log()[-1].startswith("error: reload failed: HAProxy refused the new config")
+
+
+# --- render and boot commands -----------------------------------------------
+
+
+def test_render_command_uses_live_membership(cluster: Cluster) -> None:
+    cluster.members(HA, S2)
+    assert cluster.run(None, "", "render") == EXIT_OK
+    assert servers(cluster.live()) == ["server s2 172.18.0.4:3000"]
+    assert cluster.serf_calls()
+
+
+def test_boot_renders_from_recorded_nodes_without_serf(cluster: Cluster) -> None:
+    cluster.paths.nodes_dir.mkdir()
+    (cluster.paths.nodes_dir / "s1").write_text("s1 172.18.0.3 3000 port=3000,role=backend\n")
+    (cluster.paths.nodes_dir / "zz").write_text("broken\n")
+    assert cluster.run(None, "", "boot") == EXIT_OK
+    assert cluster.serf_calls() == []
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000"]
+    log = cluster.log()
+    assert log[0].startswith("refused: ") and "malformed node file line 'broken'" in log[0]
+    assert log[-1] == "config: written (1 servers: s1)"
+
+
+def test_boot_falls_back_to_bootstrap_config(cluster: Cluster) -> None:
+    cluster.paths.bootstrap_config.write_text("# bootstrap from Ansible\n")
+    cluster.paths.settings.unlink()
+    assert cluster.run(None, "", "boot") == EXIT_OK
+    assert cluster.live() == "# bootstrap from Ansible\n"
+    assert cluster.log()[-1] == (
+        f"boot: {cluster.paths.settings}: settings file not found;"
+        " starting from the bootstrap config"
+    )
+
+
+def test_boot_without_bootstrap_config_exits_1(cluster: Cluster) -> None:
+    cluster.paths.settings.unlink()
+    assert cluster.run(None, "", "boot") == EXIT_ERROR
+    assert cluster.log()[-1].startswith("error: [Errno 2]")
+
+
+def test_bad_command_is_a_usage_error(cluster: Cluster) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cluster.run("member-join", "", "explode")
+    assert exc.value.code == 2
+
+
+# --- pieces -----------------------------------------------------------------
+
+
+def test_event_log_mirrors_to_console_and_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    console = tmp_path / "console"
+    log = EventLog(tmp_path / "deep" / "serf.log", str(console))
+    log("hello")
+    assert STAMP.match((tmp_path / "deep" / "serf.log").read_text())
+    assert console.read_text() == "handler: hello\n"
+    assert capsys.readouterr().err == "handler: hello\n"
+
+
+def test_event_log_unwritable_still_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    EventLog(tmp_path / "file" / "serf.log")("message")
+    err = capsys.readouterr().err
+    assert "cannot write" in err
+    assert "handler: message" in err
+
+
+def test_update_state(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "state.json"
+    update_state(path, events_inc=1, last_event="member-join")
+    update_state(path, events_inc=2, refused_inc=1)
+    assert json.loads(path.read_text()) == {"events": 3, "last_event": "member-join", "refused": 1}
+    path.write_text("not json")
+    update_state(path, errors_inc=1)
+    assert json.loads(path.read_text()) == {"errors": 1}

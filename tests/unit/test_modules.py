@@ -1,0 +1,318 @@
+"""The Ansible modules of library/: content_digest and lbcluster_converged."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from helpers import load_library_module
+
+patch_module_args = pytest.importorskip("ansible.module_utils.testing").patch_module_args
+
+
+@pytest.fixture(scope="module")
+def content_digest() -> ModuleType:
+    return load_library_module("content_digest")
+
+
+@pytest.fixture(scope="module")
+def converged() -> ModuleType:
+    return load_library_module("lbcluster_converged")
+
+
+def run_module(module: ModuleType, args: dict[str, Any], capsys: Any) -> tuple[int, Any]:
+    with patch_module_args(args), pytest.raises(SystemExit) as exc:
+        module.main()
+    return int(exc.value.code or 0), json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "pkg" / "lbcluster").mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    (root / "pkg" / "lbcluster" / "__init__.py").write_text("")
+    (root / "pkg" / "lbcluster" / "a.py").write_text("A = 1\n")
+    (root / "ha").mkdir()
+    (root / "ha" / "run").write_text("#!/bin/sh\nexec haproxy\n")
+    return root
+
+
+PATHS = ["Dockerfile", "pkg", "ha"]
+
+
+# --- content_digest ---------------------------------------------------------
+
+
+def test_digest_is_stable(content_digest: ModuleType, tree: Path) -> None:
+    value, count = content_digest.digest(str(tree), PATHS)
+    assert count == 4
+    assert len(value) == 64
+    assert int(value, 16) >= 0
+    assert content_digest.digest(str(tree), PATHS) == (value, count)
+    # Order of the paths and absolute/relative spelling do not matter.
+    assert content_digest.digest(str(tree), ["ha", str(tree / "pkg"), "Dockerfile"]) == (
+        value,
+        count,
+    )
+
+
+def test_digest_same_content_elsewhere(
+    content_digest: ModuleType, tree: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    for rel in ["Dockerfile", "pkg/lbcluster/__init__.py", "pkg/lbcluster/a.py", "ha/run"]:
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copy / rel).write_bytes((tree / rel).read_bytes())
+    assert content_digest.digest(str(copy), PATHS) == content_digest.digest(str(tree), PATHS)
+
+
+def test_digest_changes_with_content(content_digest: ModuleType, tree: Path) -> None:
+    before, _ = content_digest.digest(str(tree), PATHS)
+    (tree / "pkg" / "lbcluster" / "a.py").write_text("A = 2\n")
+    after, _ = content_digest.digest(str(tree), PATHS)
+    assert after != before
+
+
+def test_digest_changes_with_a_new_or_renamed_file(content_digest: ModuleType, tree: Path) -> None:
+    before, _ = content_digest.digest(str(tree), PATHS)
+    (tree / "pkg" / "lbcluster" / "a.py").rename(tree / "pkg" / "lbcluster" / "b.py")
+    renamed, count = content_digest.digest(str(tree), PATHS)
+    assert renamed != before
+    assert count == 4
+    (tree / "ha" / "empty").write_text("")
+    added, count = content_digest.digest(str(tree), PATHS)
+    assert count == 5
+    assert added not in (before, renamed)
+
+
+def test_digest_changes_with_exec_bit(content_digest: ModuleType, tree: Path) -> None:
+    run = tree / "ha" / "run"
+    before, _ = content_digest.digest(str(tree), PATHS)
+    run.chmod(0o755)
+    executable, _ = content_digest.digest(str(tree), PATHS)
+    assert executable != before
+    run.chmod(0o700)  # any x bit is the same
+    assert content_digest.digest(str(tree), PATHS)[0] == executable
+    run.chmod(0o600)  # other mode bits do not count
+    assert content_digest.digest(str(tree), PATHS)[0] == before
+
+
+def test_digest_changes_with_salt(content_digest: ModuleType, tree: Path) -> None:
+    plain, _ = content_digest.digest(str(tree), PATHS)
+    assert content_digest.digest(str(tree), PATHS, "") == (plain, 4)
+    a, _ = content_digest.digest(str(tree), PATHS, "lbcluster-base:0123456789ab")
+    b, _ = content_digest.digest(str(tree), PATHS, "lbcluster-base:ba9876543210")
+    assert len({plain, a, b}) == 3
+
+
+def test_digest_ignores_python_caches(content_digest: ModuleType, tree: Path) -> None:
+    before = content_digest.digest(str(tree), PATHS)
+    cache = tree / "pkg" / "lbcluster" / "__pycache__"
+    cache.mkdir()
+    (cache / "a.cpython-311.pyc").write_bytes(b"\x00junk")
+    (tree / "pkg" / "lbcluster" / "stray.pyc").write_bytes(b"\x00junk")
+    (tree / "pkg" / ".pytest_cache").mkdir()
+    (tree / "pkg" / ".pytest_cache" / "README.md").write_text("cache")
+    (tree / "pkg" / ".mypy_cache").mkdir()
+    (tree / "pkg" / ".mypy_cache" / "x.json").write_text("{}")
+    assert content_digest.digest(str(tree), PATHS) == before
+
+
+def test_digest_does_not_ignore_other_dotfiles(content_digest: ModuleType, tree: Path) -> None:
+    before, _ = content_digest.digest(str(tree), PATHS)
+    (tree / "pkg" / ".env").write_text("X=1\n")
+    assert content_digest.digest(str(tree), PATHS)[0] != before
+
+
+def test_digest_missing_path(content_digest: ModuleType, tree: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope: no such file or directory"):
+        content_digest.digest(str(tree), ["Dockerfile", "nope"])
+
+
+def test_iter_files_sorted_relative(content_digest: ModuleType, tree: Path) -> None:
+    found = content_digest.iter_files(str(tree), ["pkg", "Dockerfile"])
+    assert [rel for rel, _ in found] == [
+        "Dockerfile",
+        os.path.join("pkg", "lbcluster", "__init__.py"),
+        os.path.join("pkg", "lbcluster", "a.py"),
+    ]
+    assert all(os.path.isabs(full) for _, full in found)
+
+
+def test_content_digest_module(content_digest: ModuleType, tree: Path, capsys: Any) -> None:
+    code, result = run_module(
+        content_digest, {"root": str(tree), "paths": PATHS, "salt": "s", "length": 8}, capsys
+    )
+    assert code == 0
+    value, count = content_digest.digest(str(tree), PATHS, "s")
+    assert result["changed"] is False
+    assert result["digest"] == value
+    assert result["short"] == value[:8]
+    assert result["files"] == count
+
+
+@pytest.mark.parametrize("length", [3, 65])
+def test_content_digest_module_bad_length(
+    content_digest: ModuleType, tree: Path, capsys: Any, length: int
+) -> None:
+    code, result = run_module(
+        content_digest, {"root": str(tree), "paths": PATHS, "length": length}, capsys
+    )
+    assert code == 1
+    assert result["failed"] is True
+    assert result["msg"] == f"length must be between 4 and 64, got {length}"
+
+
+def test_content_digest_module_missing_path(
+    content_digest: ModuleType, tree: Path, capsys: Any
+) -> None:
+    code, result = run_module(content_digest, {"root": str(tree), "paths": ["nope"]}, capsys)
+    assert code == 1
+    assert result["msg"].startswith(f"cannot digest ['nope'] under {tree}: ")
+
+
+# --- lbcluster_converged ----------------------------------------------------
+
+
+def report(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "alive_backends": ["s1", "s2"],
+        "nodes": ["s1", "s2"],
+        "haproxy_servers": ["s1", "s2"],
+        "up_servers": ["s1", "s2"],
+        "errors": [],
+    }
+    base.update(overrides)
+    return base
+
+
+def test_problems_converged(converged: ModuleType) -> None:
+    assert converged.problems(report(), ["s2", "s1"]) == []
+    assert converged.problems(report(**{key: [] for key in report()}), []) == []
+
+
+def test_problems_missing(converged: ModuleType) -> None:
+    found = converged.problems(report(up_servers=["s1"]), ["s1", "s2"])
+    assert found == ["not UP in HAProxy: s2"]
+
+
+def test_problems_extra_and_missing_everywhere(converged: ModuleType) -> None:
+    found = converged.problems(report(), ["s1", "s3"])
+    assert found == [
+        "not alive in Serf: s3",
+        "unexpected alive in Serf: s2",
+        "not recorded in /nodes: s3",
+        "unexpected recorded in /nodes: s2",
+        "not in haproxy.cfg: s3",
+        "unexpected in haproxy.cfg: s2",
+        "not UP in HAProxy: s3",
+        "unexpected UP in HAProxy: s2",
+    ]
+
+
+def test_problems_sorted_names(converged: ModuleType) -> None:
+    found = converged.problems(report(nodes=[]), ["s2", "s10", "s1"])
+    assert "not recorded in /nodes: s1, s10, s2" in found
+
+
+def test_problems_errors(converged: ModuleType) -> None:
+    found = converged.problems(report(errors=["serf members failed: boom"]), ["s1", "s2"])
+    assert found == ["status error: serf members failed: boom"]
+
+
+def test_problems_empty_report(converged: ModuleType) -> None:
+    assert converged.problems({}, []) == []
+    assert converged.problems({"errors": ["lbcluster-status exited 1: x"]}, ["s1"]) == [
+        "not alive in Serf: s1",
+        "not recorded in /nodes: s1",
+        "not in haproxy.cfg: s1",
+        "not UP in HAProxy: s1",
+        "status error: lbcluster-status exited 1: x",
+    ]
+
+
+class FakeContainer:
+    def __init__(self, outputs: list[tuple[int, bytes]]) -> None:
+        self.outputs = outputs
+        self.calls: list[Any] = []
+
+    def exec_run(self, cmd: list[str], demux: bool = False) -> Any:
+        self.calls.append(cmd)
+        code, out = self.outputs[min(len(self.calls), len(self.outputs)) - 1]
+        return SimpleNamespace(exit_code=code, output=out)
+
+
+def test_read_report(converged: ModuleType) -> None:
+    container = FakeContainer([(0, json.dumps(report()).encode())])
+    assert converged.read_report(container) == report()
+    assert container.calls == [["lbcluster-status", "--json"]]
+
+
+def test_read_report_not_json(converged: ModuleType) -> None:
+    container = FakeContainer([(127, b"exec: lbcluster-status: not found\n" + b"x" * 1000)])
+    result = converged.read_report(container)
+    assert result["errors"][0].startswith("lbcluster-status exited 127: exec: lbcluster-status")
+    assert len(result["errors"][0]) < 350
+
+
+def _docker(monkeypatch: pytest.MonkeyPatch, module: ModuleType, container: FakeContainer) -> None:
+    client = SimpleNamespace(containers=SimpleNamespace(get=lambda name: container))
+    monkeypatch.setattr(module, "HAS_DOCKER", True)
+    monkeypatch.setattr(module, "docker", SimpleNamespace(from_env=lambda: client), raising=False)
+
+
+def test_converged_module_waits_until_converged(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    container = FakeContainer(
+        [
+            (1, json.dumps(report(up_servers=["s1"])).encode()),
+            (0, json.dumps(report()).encode()),
+        ]
+    )
+    _docker(monkeypatch, converged, container)
+    code, result = run_module(
+        converged, {"expected": ["s1", "s2"], "timeout": 10, "interval": 0.01}, capsys
+    )
+    assert code == 0
+    assert result["changed"] is False
+    assert result["report"] == report()
+    assert len(container.calls) == 2
+
+
+def test_converged_module_fails_naming_problems(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    container = FakeContainer([(1, json.dumps(report(nodes=["s1"])).encode())])
+    _docker(monkeypatch, converged, container)
+    code, result = run_module(
+        converged, {"expected": ["s2", "s1"], "timeout": 0, "interval": 0.01}, capsys
+    )
+    assert code == 1
+    assert result["msg"] == (
+        "cluster did not converge in 0s to [s1, s2]: not recorded in /nodes: s2"
+    )
+    assert result["report"] == report(nodes=["s1"])
+
+
+def test_converged_module_negative_timeout(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _docker(monkeypatch, converged, FakeContainer([(0, b"{}")]))
+    code, result = run_module(converged, {"expected": [], "timeout": -1}, capsys)
+    assert code == 1
+    assert result["msg"] == "timeout must be >= 0, got -1"
+
+
+def test_converged_module_without_docker_sdk(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setattr(converged, "HAS_DOCKER", False)
+    code, result = run_module(converged, {"expected": ["s1"]}, capsys)
+    assert code == 1
+    assert "docker" in result["msg"]

@@ -1,0 +1,289 @@
+"""lbcluster.render: settings.json and the haproxy.cfg template shared with Ansible."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO, SETTINGS, TEMPLATE
+
+from lbcluster.members import Member, make_member
+from lbcluster.render import (
+    SettingsError,
+    TemplateError,
+    load_settings,
+    render_config,
+    server_entries,
+)
+
+
+def backend(name: str, address: str, port: int = 3000) -> Member:
+    return make_member(name, address, {"role": "backend", "port": str(port)})
+
+
+def server_lines(config: str) -> list[str]:
+    return [line for line in config.splitlines() if line.lstrip().startswith("server ")]
+
+
+# --- load_settings ----------------------------------------------------------
+
+
+def test_load_settings(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(SETTINGS, indent=2) + "\n")
+    assert load_settings(path) == SETTINGS
+
+
+def test_load_settings_missing_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "settings.json"
+    with pytest.raises(SettingsError) as exc:
+        load_settings(path)
+    assert str(exc.value) == f"{path}: settings file not found"
+
+
+@pytest.mark.parametrize("text", ["", "{", "{'a': 1}", "nan nan"])
+def test_load_settings_bad_json_names_path(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match="unreadable settings") as exc:
+        load_settings(path)
+    assert str(exc.value).startswith(f"{path}: ")
+
+
+def test_load_settings_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(SettingsError, match=re.escape(f"{path}: unreadable settings")):
+        load_settings(path)
+
+
+def test_load_settings_directory(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=re.escape(f"{tmp_path}: unreadable settings")):
+        load_settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"), [("[]", "list"), ("42", "int"), ('"x"', "str"), ("null", "NoneType")]
+)
+def test_load_settings_not_an_object(tmp_path: Path, text: str, kind: str) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as exc:
+        load_settings(path)
+    assert str(exc.value) == f"{path}: expected a JSON object, got {kind}"
+
+
+# --- server_entries ---------------------------------------------------------
+
+
+def test_server_entries_sorted_plain_dicts() -> None:
+    entries = server_entries([backend("s2", "fd00::2", 81), backend("s1", "10.0.0.1")])
+    assert entries == [
+        {"name": "s1", "address": "10.0.0.1", "port": 3000, "endpoint": "10.0.0.1:3000"},
+        {"name": "s2", "address": "fd00::2", "port": 81, "endpoint": "[fd00::2]:81"},
+    ]
+
+
+# --- render_config ----------------------------------------------------------
+
+
+def test_render_zero_servers() -> None:
+    config = render_config(TEMPLATE, SETTINGS, [])
+    assert server_lines(config) == []
+    assert "backend nodes\n" in config
+    assert "    default_backend nodes\n" in config
+    assert "    bind :80\n" in config
+    assert "    bind :1936\n" in config
+    assert "    maxconn 4096\n" in config
+    assert "    hard-stop-after 30s\n" in config
+    assert "    log stdout format raw local0 info\n" in config
+    assert (
+        "    default-server check inter 1s fastinter 250ms downinter 1s rise 1 fall 2\n" in config
+    )
+    assert "cookie" not in config
+    assert "userlist" not in config
+    assert "http_auth" not in config
+    assert "{{" not in config
+    assert "{%" not in config
+    assert "{#" not in config
+
+
+def test_render_one_server() -> None:
+    config = render_config(TEMPLATE, SETTINGS, [backend("s1", "172.18.0.3")])
+    assert server_lines(config) == ["    server s1 172.18.0.3:3000"]
+
+
+def test_render_many_servers_sorted_ipv6_bracketed() -> None:
+    members = [backend(f"s{i}", f"10.0.0.{i}") for i in range(10, 0, -1)]
+    members.append(backend("v6", "fd00::6", 8080))
+    config = render_config(TEMPLATE, SETTINGS, members)
+    expected = [f"    server {m.name} {m.endpoint}" for m in sorted(members)]
+    assert server_lines(config) == expected
+    assert "    server v6 [fd00::6]:8080" in expected
+    # Server lines come right after default-server, each on its own line.
+    lines = config.splitlines()
+    start = next(i for i, line in enumerate(lines) if "default-server" in line) + 1
+    assert lines[start : start + len(expected)] == expected
+    assert lines[start + len(expected)] == ""
+
+
+def test_render_sticky_sessions() -> None:
+    settings = {**SETTINGS, "sticky_sessions": True}
+    config = render_config(TEMPLATE, settings, [backend("s1", "10.0.0.1"), backend("s2", "::1")])
+    assert "    cookie SERVERID insert indirect nocache\n" in config
+    assert server_lines(config) == [
+        "    server s1 10.0.0.1:3000 cookie s1",
+        "    server s2 [::1]:3000 cookie s2",
+    ]
+
+
+def test_render_stats_user_adds_userlist() -> None:
+    settings = {**SETTINGS, "stats_user": "admin", "stats_password": "s3cret-pass"}
+    config = render_config(TEMPLATE, settings, [])
+    assert "    http-request auth realm lbcluster unless { http_auth(stats_users) }\n" in config
+    assert config.endswith("\nuserlist stats_users\n    user admin insecure-password s3cret-pass\n")
+
+
+def test_render_without_stats_user_ends_with_stats_section() -> None:
+    config = render_config(TEMPLATE, SETTINGS, [])
+    assert config.endswith("    stats show-node\n")
+    assert not config.endswith("\n\n")
+
+
+def test_render_trim_blocks_leaves_no_blank_block_lines() -> None:
+    config = render_config(TEMPLATE, SETTINGS, [backend("s1", "10.0.0.1")])
+    lines = config.splitlines()
+    # Block tags ({% if %}, {% for %}) leave neither empty lines nor stray spaces.
+    i = lines.index("    http-check send meth HEAD uri /")
+    assert lines[i + 1].startswith("    default-server ")
+    assert lines[i + 2] == "    server s1 10.0.0.1:3000"
+    assert all(line == line.rstrip() for line in lines)
+    # Exactly one blank line between sections, never two.
+    assert "\n\n\n" not in config
+    assert config.startswith("# Generated from templates/haproxy.cfg.j2")
+
+
+@pytest.mark.parametrize("missing", sorted(set(SETTINGS) - {"sticky_sessions", "stats_user"}))
+def test_missing_setting_raises_template_error(missing: str) -> None:
+    settings = {k: v for k, v in SETTINGS.items() if k != missing}
+    if missing == "stats_password":
+        settings["stats_user"] = "admin"  # only used with a stats user
+    with pytest.raises(TemplateError) as exc:
+        render_config(TEMPLATE, settings, [backend("s1", "10.0.0.1")])
+    message = str(exc.value)
+    assert message.startswith(str(TEMPLATE))
+    assert "UndefinedError" in message
+    assert missing in message
+
+
+@pytest.mark.parametrize("missing", ["sticky_sessions", "stats_user"])
+def test_missing_flag_setting_raises_template_error(missing: str) -> None:
+    # Only tested for truth in the template, but StrictUndefined refuses that too.
+    settings = {k: v for k, v in SETTINGS.items() if k != missing}
+    with pytest.raises(TemplateError, match=re.escape(str(TEMPLATE))):
+        render_config(TEMPLATE, settings, [])
+
+
+def test_template_syntax_error_names_template_and_line(tmp_path: Path) -> None:
+    template = tmp_path / "broken.j2"
+    template.write_text("global\n    maxconn {{ settings.maxconn\n")
+    with pytest.raises(TemplateError) as exc:
+        render_config(template, SETTINGS, [])
+    assert str(exc.value).startswith(f"{template}:2: TemplateSyntaxError")
+
+
+def test_missing_template_names_it(tmp_path: Path) -> None:
+    template = tmp_path / "absent.j2"
+    with pytest.raises(TemplateError, match=re.escape(f"{template}: TemplateNotFound")):
+        render_config(template, SETTINGS, [])
+
+
+def test_render_is_not_html_escaped(tmp_path: Path) -> None:
+    template = tmp_path / "t.j2"
+    template.write_text("{{ settings.x }}")
+    assert render_config(template, {"x": "<&>'\""}, []) == "<&>'\""
+
+
+def test_render_keeps_trailing_newline_and_trims_blocks(tmp_path: Path) -> None:
+    template = tmp_path / "t.j2"
+    template.write_text("a\n{% if settings.x %}\nb\n{% endif %}\nc\n")
+    assert render_config(template, {"x": True}, []) == "a\nb\nc\n"
+    assert render_config(template, {"x": False}, []) == "a\nc\n"
+
+
+# --- same bytes as Ansible's template module --------------------------------
+
+
+@pytest.fixture(scope="module")
+def ansible() -> Any:
+    pytest.importorskip("ansible")
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.template import Templar, trust_as_template  # noqa: PLC0415
+
+    loader = DataLoader()
+    role = REPO / "roles" / "balancer"
+    defaults = loader.load_from_file(str(role / "defaults/main.yml"), trusted_as_template=True)
+    role_vars = loader.load_from_file(str(role / "vars/main.yml"), trusted_as_template=True)
+    templar = Templar(loader=loader, variables={**defaults, **role_vars})
+
+    class Ansible:
+        def settings(self, **overrides: Any) -> dict[str, Any]:
+            """__balancer_settings as the role computes it, through settings.json."""
+            sub = Templar(loader=loader, variables={**defaults, **role_vars, **overrides})
+            data = sub.template(role_vars["__balancer_settings"])
+            return json.loads(json.dumps(data))
+
+        def render(self, settings: dict[str, Any], servers: list[dict[str, Any]]) -> str:
+            """What ansible.builtin.template (trim_blocks, no lstrip, "\\n") produces."""
+            data = trust_as_template(TEMPLATE.read_text(encoding="utf-8"))
+            env = templar.copy_with_new_env(
+                searchpath=[str(TEMPLATE.parent)],
+                available_variables={"settings": settings, "servers": servers},
+            )
+            out = env.template(
+                data,
+                escape_backslashes=False,
+                overrides={"trim_blocks": True, "lstrip_blocks": False, "newline_sequence": "\n"},
+            )
+            return str(out)
+
+    return Ansible()
+
+
+def test_settings_fixture_matches_the_role(ansible: Any) -> None:
+    role_settings = ansible.settings()
+    assert sorted(role_settings) == sorted(SETTINGS)
+    assert isinstance(role_settings["sticky_sessions"], bool)
+    assert isinstance(role_settings["maxconn"], int)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"balancer_sticky_sessions": True},
+        {"balancer_stats_user": "admin", "balancer_stats_password": "0123456789"},
+        {"balancer_sticky_sessions": "yes", "balancer_maxconn": "100"},
+    ],
+)
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_same_output_as_ansible_template(
+    ansible: Any, overrides: dict[str, Any], count: int
+) -> None:
+    settings = ansible.settings(**overrides)
+    members = [backend(f"s{i}", f"172.18.0.{i + 2}") for i in range(count)]
+    if count > 1:
+        members.append(backend("v6", "fd00::9", 8080))
+    ours = render_config(TEMPLATE, settings, members)
+    theirs = ansible.render(settings, server_entries(members))
+    assert ours == theirs
+    assert len(server_lines(ours)) == len(members)
+
+
+def test_bootstrap_config_as_ansible_renders_it(ansible: Any) -> None:
+    """The role renders with `servers: []`; the handler with no backends: same bytes."""
+    settings = ansible.settings()
+    assert render_config(TEMPLATE, settings, []) == ansible.render(settings, [])

@@ -1,0 +1,289 @@
+"""lbcluster.status: one report of membership, /nodes and HAProxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import SETTINGS, members_json, serf_member
+
+from lbcluster import haproxy, status
+from lbcluster.members import ParseResult, make_member, parse_members_json
+from lbcluster.nodes import sync_nodes
+from lbcluster.paths import Paths
+from lbcluster.serfcli import SerfUnavailable
+
+
+def stat(name: str, state: str = "UP", scur: str = "0", stot: str = "0", **extra: str) -> Any:
+    row = {
+        "pxname": "nodes",
+        "svname": name,
+        "status": state,
+        "scur": scur,
+        "stot": stot,
+        "check_status": "L7OK" if state == "UP" else "L4CON",
+        "lastchg": "12",
+    }
+    row.update(extra)
+    return row
+
+
+def backend(name: str, address: str) -> Any:
+    return make_member(name, address, {"role": "backend", "port": "3000"})
+
+
+class Balancer:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths = Paths(
+            nodes_dir=root / "nodes",
+            settings=root / "settings.json",
+            live_config=root / "haproxy.cfg",
+            state=root / "state.json",
+            admin_socket=root / "admin.sock",
+        )
+        self.paths.settings.write_text(json.dumps(SETTINGS))
+        self.view: ParseResult | Exception = ParseResult()
+        self.servers: list[dict[str, str]] | Exception = []
+        self.asked: list[tuple[Path, str]] = []
+        monkeypatch.setattr(status, "live_members", self._live_members)
+        monkeypatch.setattr(haproxy, "server_states", self._server_states)
+
+    def _live_members(self, serf_bin: str, rpc_addr: str) -> ParseResult:
+        if isinstance(self.view, Exception):
+            raise self.view
+        return self.view
+
+    def _server_states(self, admin_socket: Path, backend: str) -> list[dict[str, str]]:
+        self.asked.append((admin_socket, backend))
+        if isinstance(self.servers, Exception):
+            raise self.servers
+        return self.servers
+
+    def members(self, *items: dict[str, Any]) -> None:
+        self.view = parse_members_json(members_json(*items))
+
+
+@pytest.fixture
+def balancer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Balancer:
+    return Balancer(tmp_path, monkeypatch)
+
+
+def converge(balancer: Balancer) -> None:
+    balancer.members(
+        serf_member("ha", "172.18.0.2:7946", role="balancer", port=None),
+        serf_member("s1", "172.18.0.3:7946"),
+        serf_member("s2", "172.18.0.4:7946"),
+    )
+    balancer.servers = [stat("s1", scur="2", stot="10"), stat("s2", stot="7")]
+    sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3"), backend("s2", "172.18.0.4")])
+    balancer.paths.live_config.write_text("global\n")
+
+
+def test_collect_converged(balancer: Balancer) -> None:
+    converge(balancer)
+    os.utime(balancer.paths.live_config, (time.time() - 30, time.time() - 30))
+    balancer.paths.state.write_text(json.dumps({"reloads": 4, "refused": 1}))
+    report = status.collect(balancer.paths)
+    assert report["agree"] is True
+    assert report["errors"] == []
+    assert report["alive_backends"] == ["s1", "s2"]
+    assert report["haproxy_servers"] == ["s1", "s2"]
+    assert report["up_servers"] == ["s1", "s2"]
+    assert report["nodes"] == ["s1", "s2"]
+    assert report["handler"] == {"reloads": 4, "refused": 1}
+    assert 29 <= report["config_age_s"] <= 32
+    assert balancer.asked == [(balancer.paths.admin_socket, "nodes")]
+    assert report["members"] == [
+        {
+            "name": "ha",
+            "role": "balancer",
+            "address": "172.18.0.2",
+            "port": None,
+            "serf": "alive",
+            "haproxy": None,
+            "sessions": None,
+            "requests": None,
+            "check": None,
+            "last_check_s": None,
+            "in_nodes": False,
+        },
+        {
+            "name": "s1",
+            "role": "backend",
+            "address": "172.18.0.3",
+            "port": 3000,
+            "serf": "alive",
+            "haproxy": "UP",
+            "sessions": 2,
+            "requests": 10,
+            "check": "L7OK",
+            "last_check_s": 12,
+            "in_nodes": True,
+        },
+        {
+            "name": "s2",
+            "role": "backend",
+            "address": "172.18.0.4",
+            "port": 3000,
+            "serf": "alive",
+            "haproxy": "UP",
+            "sessions": 0,
+            "requests": 7,
+            "check": "L7OK",
+            "last_check_s": 12,
+            "in_nodes": True,
+        },
+    ]
+    json.dumps(report)
+
+
+def test_collect_uses_backend_name_from_settings(balancer: Balancer) -> None:
+    balancer.paths.settings.write_text(json.dumps({**SETTINGS, "backend_name": "web"}))
+    status.collect(balancer.paths)
+    assert balancer.asked == [(balancer.paths.admin_socket, "web")]
+
+
+def test_collect_disagreement_and_unknown_names(balancer: Balancer) -> None:
+    converge(balancer)
+    balancer.servers = [stat("s1"), stat("s2", "DOWN"), stat("ghost", "MAINT")]
+    sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3")])
+    report = status.collect(balancer.paths)
+    assert report["agree"] is False
+    assert report["up_servers"] == ["s1"]
+    assert report["haproxy_servers"] == ["ghost", "s1", "s2"]
+    assert report["nodes"] == ["s1"]
+    ghost = next(r for r in report["members"] if r["name"] == "ghost")
+    assert ghost["role"] == "?"
+    assert ghost["serf"] == "unknown"
+    assert ghost["haproxy"] == "MAINT"
+    assert ghost["in_nodes"] is False
+
+
+def test_collect_nodes_disagreeing_alone(balancer: Balancer) -> None:
+    converge(balancer)
+    sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3")])
+    report = status.collect(balancer.paths)
+    assert report["alive_backends"] == report["haproxy_servers"] == ["s1", "s2"]
+    assert report["nodes"] == ["s1"]
+    assert report["errors"] == []
+    assert report["agree"] is False
+
+
+def test_collect_haproxy_disagreeing_alone(balancer: Balancer) -> None:
+    converge(balancer)
+    balancer.servers = [stat("s1")]
+    report = status.collect(balancer.paths)
+    assert report["alive_backends"] == report["nodes"] == ["s1", "s2"]
+    assert report["agree"] is False
+
+
+def test_collect_down_servers_still_agree_on_membership(balancer: Balancer) -> None:
+    converge(balancer)
+    balancer.servers = [stat("s1"), stat("s2", "DOWN 1/2")]
+    report = status.collect(balancer.paths)
+    assert report["agree"] is True  # same names everywhere; UP-ness is reported apart
+    assert report["up_servers"] == ["s1"]
+
+
+def test_collect_reports_unreadable_parts(balancer: Balancer) -> None:
+    balancer.view = SerfUnavailable("serf members exited 1: no agent")
+    balancer.servers = ConnectionRefusedError(111, "Connection refused")
+    balancer.paths.settings.write_text("{")
+    balancer.paths.nodes_dir.mkdir()
+    (balancer.paths.nodes_dir / "s1").write_text("garbage\n")
+    balancer.paths.state.write_text("not json")
+    report = status.collect(balancer.paths)
+    assert report["agree"] is False
+    errors = report["errors"]
+    assert errors[0] == "serf members exited 1: no agent"
+    assert errors[1].startswith(f"{balancer.paths.settings}: unreadable settings")
+    assert errors[2].startswith(f"HAProxy admin socket {balancer.paths.admin_socket}: ")
+    assert "Connection refused" in errors[2]
+    assert errors[3].startswith(f"{balancer.paths.nodes_dir / 's1'}: malformed node file line")
+    assert balancer.asked == [(balancer.paths.admin_socket, "nodes")]  # the default name
+    assert report["handler"] == {}
+    assert report["config_age_s"] is None
+    assert report["members"] == []
+
+
+def test_collect_refused_members_are_errors(balancer: Balancer) -> None:
+    balancer.members(serf_member("bad name", "172.18.0.3:7946"))
+    report = status.collect(balancer.paths)
+    assert report["errors"] == [
+        "refused member: invalid member name 'bad name': use 1-63 letters, digits, '.', '_'"
+        " or '-', starting with a letter or digit"
+    ]
+    assert report["agree"] is False
+
+
+def test_collect_empty_cluster_agrees(balancer: Balancer) -> None:
+    balancer.members(serf_member("ha", "172.18.0.2:7946", role="balancer", port=None))
+    report = status.collect(balancer.paths)
+    assert report["agree"] is True
+    assert report["alive_backends"] == []
+
+
+# --- format_table -----------------------------------------------------------
+
+
+def test_format_table(balancer: Balancer) -> None:
+    converge(balancer)
+    balancer.servers = [stat("s1", scur="2", stot="10"), stat("s2", "DOWN", stot="7")]
+    report = status.collect(balancer.paths)
+    report["config_age_s"] = 3.5
+    report["handler"] = {"reloads": 2, "refused": 1, "last_reload": 3600 * 13 + 61}
+    lines = status.format_table(report).splitlines()
+    assert lines[:4] == [
+        "NAME  ROLE      ENDPOINT         SERF   HAPROXY  SESS  REQS  CHECK  NODES",
+        "ha    balancer  172.18.0.2       alive  -        -     -     -      -",
+        "s1    backend   172.18.0.3:3000  alive  UP       2     10    L7OK   yes",
+        "s2    backend   172.18.0.4:3000  alive  DOWN     0     7     L4CON  yes",
+    ]
+    assert lines[4] == ""
+    assert lines[5] == (
+        "config age: 3.5 s; reloads: 2; last reload: 13:01:01 UTC; refused inputs: 1"
+    )
+    assert lines[6] == "membership, /nodes and HAProxy agree"
+    assert len(lines) == 7
+
+
+def test_format_table_disagreement_and_errors() -> None:
+    report = {
+        "members": [
+            {"name": "ghost", "role": "?", "serf": "unknown", "haproxy": "MAINT", "sessions": 0}
+        ],
+        "config_age_s": None,
+        "handler": {},
+        "agree": False,
+        "errors": ["serf members failed: boom", "another"],
+    }
+    lines = status.format_table(report).splitlines()
+    assert lines[1].split() == ["ghost", "?", "-", "unknown", "MAINT", "0", "-", "-", "-"]
+    assert lines[3] == "config age: None s; reloads: 0; last reload: -; refused inputs: 0"
+    assert lines[4:] == ["DISAGREEMENT", "error: serf members failed: boom", "error: another"]
+
+
+def test_format_table_no_members() -> None:
+    report = {"members": [], "config_age_s": 1.0, "agree": True, "errors": []}
+    lines = status.format_table(report).splitlines()
+    assert lines[0] == "NAME  ROLE  ENDPOINT  SERF  HAPROXY  SESS  REQS  CHECK  NODES"
+    assert lines[-1] == "membership, /nodes and HAProxy agree"
+
+
+# --- main -------------------------------------------------------------------
+
+
+def test_main_json_and_exit_codes(
+    balancer: Balancer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(status.Paths, "from_env", classmethod(lambda cls: balancer.paths))
+    converge(balancer)
+    assert status.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["agree"] is True
+    balancer.servers = []
+    assert status.main([]) == 1
+    assert "DISAGREEMENT" in capsys.readouterr().out
