@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 from helpers import FAKE_HAPROXY, FAKE_SERF, make_executable
+from hypothesis import configuration as hypothesis_configuration
+
+# Hypothesis keeps its example database and caches in ./.hypothesis by default:
+# keep them out of the repository.
+hypothesis_configuration.set_hypothesis_home_dir(
+    os.path.join(tempfile.gettempdir(), "lbcluster-unit-hypothesis")
+)
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_bad_port(port: str) -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="BUG members.py:88 (via agent.py:37): a port of more than 4300 digits raises"
+    reason="BUG members.py:88 (via agent.py:39): a port of more than 4300 digits raises"
     " ValueError, not AgentConfigError, so lbcluster-serf dies with a traceback",
 )
 def test_huge_port_is_a_config_error() -> None:

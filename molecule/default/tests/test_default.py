@@ -1,0 +1,122 @@
+"""Verify the converged default scenario from inside the containers (testinfra, docker backend)."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import io
+import json
+import urllib.request
+
+import pytest
+import testinfra
+
+BACKENDS = ["s1", "s2"]
+
+
+def _address(hex_text):
+    """An address of /proc/net/tcp{,6}: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hex_text)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening(host):
+    """(address, port) of the TCP sockets listening in a container (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in host.file(table).content_string.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            address = _address(addr_hex)
+            if address == "127.0.0.11":  # Docker's embedded DNS resolver
+                continue
+            found.add((address, int(port_hex, 16)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def ha():
+    return testinfra.get_host("docker://ha")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    return testinfra.get_host(f"docker://{request.param}")
+
+
+def test_s6_is_pid_1_of_every_container(ha, backend):
+    for host in (ha, backend):
+        assert host.process.get(pid=1).comm == "s6-svscan"
+
+
+def test_ha_runs_haproxy_and_serf_under_s6(ha):
+    supervisors = {p.pid for p in ha.process.filter(comm="s6-supervise") if p.ppid == 1}
+    master = ha.process.get(comm="haproxy", user="root")
+    assert master.ppid in supervisors
+    assert ha.process.filter(comm="haproxy", user="haproxy"), "a worker runs as haproxy"
+    assert ha.process.get(comm="serf").ppid in supervisors
+
+
+def test_backend_runs_the_app_and_serf_unprivileged(backend):
+    assert backend.process.get(comm="lbcluster-webap").user == "app"
+    assert backend.process.get(comm="serf").user == "app"
+    assert (("0.0.0.0", 3000)) in listening(backend)
+
+
+def test_serf_membership_lists_everyone_alive_with_roles(ha):
+    members = json.loads(ha.check_output("serf members -format=json"))["members"]
+    view = {m["name"]: (m["tags"].get("role"), m["status"]) for m in members}
+    assert view == {
+        "ha": ("balancer", "alive"),
+        **{name: ("backend", "alive") for name in BACKENDS},
+    }
+
+
+def test_nodes_log_and_config_agree_with_the_membership(ha):
+    assert sorted(ha.file("/nodes").listdir()) == BACKENDS
+    config = ha.file("/etc/haproxy/haproxy.cfg").content_string
+    servers = [line.split()[1] for line in config.splitlines() if line.strip().startswith("server ")]
+    assert servers == BACKENDS
+    log = ha.file("/var/log/serf.log").content_string
+    for name in BACKENDS:
+        assert f"member-join: {name} " in log
+    assert ha.run("haproxy -c -q -f /etc/haproxy/haproxy.cfg").rc == 0
+
+
+def test_published_http_port_answers_with_a_backend():
+    with urllib.request.urlopen("http://127.0.0.1:8080/", timeout=5) as response:  # noqa: S310
+        body = json.loads(response.read())
+    assert body["hello"] == "world!"
+    assert body["host"] in BACKENDS
+
+
+def test_stats_page_lists_every_backend_up():
+    with urllib.request.urlopen("http://127.0.0.1:1936/;csv", timeout=5) as response:  # noqa: S310
+        rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
+    states = {r["svname"]: r["status"] for r in rows if r["pxname"] == "nodes"}
+    assert {k: v for k, v in states.items() if k not in ("FRONTEND", "BACKEND")} == {
+        name: "UP" for name in BACKENDS
+    }
+
+
+def test_installed_files_and_permissions(ha):
+    for path in ("/etc/s6/haproxy/run", "/etc/s6/serf/run"):
+        assert ha.file(path).is_file
+        assert ha.file(path).mode & 0o111
+    assert ha.file("/usr/share/lbcluster/haproxy.cfg.j2").is_file
+    assert ha.file("/run/haproxy/admin.sock").is_socket
+    assert ha.file("/run/haproxy/admin.sock").mode == 0o600
+    settings = ha.file("/etc/lbcluster/settings.json")
+    assert json.loads(settings.content_string)["backend_name"] == "nodes"
+    assert ha.exists("lbcluster-handler")
+
+
+def test_admin_api_is_not_on_tcp(ha):
+    """Only HTTP, stats and gossip listen on the network; Serf RPC on loopback only."""
+    sockets = listening(ha)
+    public = {port for address, port in sockets if not ipaddress.ip_address(address).is_loopback}
+    assert public == {80, 1936, 7946}, sockets
+    assert ("127.0.0.1", 7373) in sockets
