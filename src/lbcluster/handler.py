@@ -138,6 +138,19 @@ class Handler:
         return backends.members
 
     def apply(self, backends: list[Member], *, reload: bool = True) -> None:
+        try:
+            settings = load_settings(self.paths.settings)
+            text = render_config(self.paths.template, settings, backends)
+        except (SettingsError, TemplateError) as exc:
+            raise HandlerError(str(exc)) from None
+        names = ", ".join(m.name for m in backends) or "none"
+        try:
+            previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
+        except haproxy.ConfigInvalid as exc:
+            raise HandlerError(str(exc)) from None
+        except OSError as exc:
+            raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
+        # /nodes follows the configuration that was accepted: both always agree.
         sync = sync_nodes(self.paths.nodes_dir, backends)
         if sync.changed:
             self.log(
@@ -152,18 +165,6 @@ class Handler:
                     if names
                 )
             )
-        try:
-            settings = load_settings(self.paths.settings)
-            text = render_config(self.paths.template, settings, backends)
-        except (SettingsError, TemplateError) as exc:
-            raise HandlerError(str(exc)) from None
-        names = ", ".join(m.name for m in backends) or "none"
-        try:
-            previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
-        except haproxy.ConfigInvalid as exc:
-            raise HandlerError(str(exc)) from None
-        except OSError as exc:
-            raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
         if previous is None:
             self.log(f"config: unchanged ({len(backends)} servers: {names}), no reload")
             return

@@ -23,13 +23,16 @@ class ReloadFailed(RuntimeError):
 
 def check_config(path: Path, haproxy_bin: str = "haproxy") -> None:
     """Run ``haproxy -c -f path``; raise :class:`ConfigInvalid` with its diagnostics."""
-    proc = subprocess.run(
-        [haproxy_bin, "-c", "-q", "-f", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [haproxy_bin, "-c", "-q", "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigInvalid(f"haproxy -c did not finish checking {path} within 30 s") from None
     if proc.returncode != 0:
         detail = " | ".join(
             line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()

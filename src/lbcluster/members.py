@@ -70,6 +70,10 @@ def validate_name(name: str) -> str:
 
 
 def validate_address(address: str, *, member: str = "?") -> str:
+    if "%" in address:  # a scope id is free text: never let it reach a file
+        raise InvalidMember(
+            f"member {member}: invalid address {_printable(address)}: scoped IPv6 not allowed"
+        )
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -77,7 +81,7 @@ def validate_address(address: str, *, member: str = "?") -> str:
             f"member {member}: invalid address {_printable(address)}: not an IPv4 or IPv6 address"
         ) from None
     if ip.is_unspecified or ip.is_multicast:
-        raise InvalidMember(f"member {member}: address {address} cannot receive traffic")
+        raise InvalidMember(f"member {member}: address {ip.compressed} cannot receive traffic")
     return ip.compressed
 
 
@@ -85,7 +89,7 @@ def validate_port(value: str | int | None, *, member: str = "?") -> int:
     if value is None or value == "":
         raise InvalidMember(f"member {member}: backend has no 'port' tag")
     text = str(value)
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+    if len(text) > 5 or not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
         raise InvalidMember(f"member {member}: invalid port {_printable(text)}: expected 1-65535")
     return int(text)
 

@@ -95,7 +95,9 @@ def format_table(report: dict[str, Any]) -> str:
     header = ("NAME", "ROLE", "ENDPOINT", "SERF", "HAPROXY", "SESS", "REQS", "CHECK", "NODES")
     lines = [header]
     for r in report["members"]:
-        endpoint = f"{r.get('address', '?')}:{r['port']}" if r.get("port") else r.get("address", "")
+        address = str(r.get("address", ""))
+        host = f"[{address}]" if ":" in address else address
+        endpoint = f"{host}:{r['port']}" if r.get("port") else address
         lines.append(
             (
                 r["name"],

@@ -63,7 +63,7 @@ def parse_delay(body: bytes) -> int:
     """Validate a ``POST /delay`` body: ``{"delay": <0..60000 ms>}``."""
     try:
         data = json.loads(body or b"null")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DelayError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or "delay" not in data:
         raise DelayError('expected a JSON object like {"delay": 100}')

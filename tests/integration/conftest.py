@@ -43,7 +43,9 @@ def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
         check=False,
     )
     if check and proc.returncode != 0:
-        pytest.fail(f"ansible-playbook {' '.join(args)} failed:\n{proc.stdout[-6000:]}{proc.stderr}")
+        pytest.fail(
+            f"ansible-playbook {' '.join(args)} failed:\n{proc.stdout[-6000:]}{proc.stderr}"
+        )
     return proc
 
 
@@ -61,7 +63,7 @@ def wait_until(probe: Callable[[], T], timeout: float = 30.0, interval: float = 
     while True:
         try:
             value: T | Exception = probe()
-        except Exception as exc:  # noqa: BLE001 - reported below if it persists
+        except Exception as exc:
             value = exc
         if value and not isinstance(value, Exception):
             return value
@@ -89,7 +91,7 @@ def http(
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, _lower(response.headers.items()), response.read()
     except urllib.error.HTTPError as err:
         return err.code, _lower(err.headers.items()), err.read()
@@ -128,7 +130,9 @@ class Containers:
         result = self.client.containers.get(name).exec_run(list(argv))
         output: str = result.output.decode(errors="replace")
         if check:
-            assert result.exit_code == 0, f"{name}: {' '.join(argv)} -> {result.exit_code}: {output}"
+            assert result.exit_code == 0, (
+                f"{name}: {' '.join(argv)} -> {result.exit_code}: {output}"
+            )
         return output
 
     def read(self, name: str, path: str) -> str:
@@ -139,7 +143,9 @@ class Containers:
 
     def config_servers(self, name: str = "ha") -> set[str]:
         config = self.read(name, "/etc/haproxy/haproxy.cfg")
-        return {line.split()[1] for line in config.splitlines() if line.strip().startswith("server ")}
+        return {
+            line.split()[1] for line in config.splitlines() if line.strip().startswith("server ")
+        }
 
     def event_log(self, name: str = "ha") -> str:
         return self.read(name, "/var/log/serf.log")

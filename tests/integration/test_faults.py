@@ -39,7 +39,9 @@ def test_killed_serf_agents_are_restarted(two_backends: Containers) -> None:
     for name in ("ha", "s1"):
         before = two_backends.pid_of(name, "serf")
         two_backends.exec(name, "kill", "-9", str(before))
-        wait_until(lambda n=name, b=before: two_backends.pid_of(n, "serf") not in (0, b), timeout=10)
+        wait_until(
+            lambda n=name, b=before: two_backends.pid_of(n, "serf") not in (0, b), timeout=10
+        )
     time.sleep(3)
     playbook("site.yml")  # converges: both backends alive and UP
     assert up_servers() == {"s1", "s2"}

@@ -24,7 +24,7 @@ def test_scale_up_and_down(two_backends: Containers) -> None:
 def test_no_backend_gives_503_not_a_connection_error(two_backends: Containers) -> None:
     scale(0)
     assert stats_servers() == {}
-    status, _, body = http("/")
+    status, _, _body = http("/")
     assert status == 503
     assert two_backends.nodes() == set()
     scale(1)

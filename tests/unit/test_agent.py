@@ -67,12 +67,6 @@ def test_bad_port(port: str) -> None:
         agent_config(env, "s1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG members.py:88 (via agent.py:39): a port of more than 4300 digits raises"
-    " ValueError, not AgentConfigError, so lbcluster-serf dies with a traceback",
-)
 def test_huge_port_is_a_config_error() -> None:
     env = {"LBCLUSTER_ROLE": "backend", "LBCLUSTER_APP_PORT": "9" * 5000}
     try:

@@ -11,7 +11,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 from helpers import SETTINGS, TEMPLATE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -174,11 +173,6 @@ def test_event_stdin_never_injects_config(lines: list[str]) -> None:
     check_config(accepted, [line.split("\t", 1)[0] for line in stdin.splitlines()])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG members.py:72-81: an IPv6 scope id is not validated, so a Serf address"
-    " '[fe80::1%x<newline>server evil ...]' adds lines to haproxy.cfg",
-)
 def test_scoped_ipv6_address_injects_config_lines() -> None:
     items = [
         {

@@ -251,11 +251,6 @@ def test_format_table(balancer: Balancer) -> None:
     assert len(lines) == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG status.py:98 format_table joins address and port without brackets: IPv6"
-    " 'fd00::3' port 3000 shows as 'fd00::3:3000', itself a valid IPv6 address",
-)
 def test_format_table_brackets_ipv6_endpoints() -> None:
     report = {
         "members": [

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import ipaddress
 import io
+import ipaddress
 import json
 import urllib.request
 
@@ -78,7 +78,9 @@ def test_serf_membership_lists_everyone_alive_with_roles(ha):
 def test_nodes_log_and_config_agree_with_the_membership(ha):
     assert sorted(ha.file("/nodes").listdir()) == BACKENDS
     config = ha.file("/etc/haproxy/haproxy.cfg").content_string
-    servers = [line.split()[1] for line in config.splitlines() if line.strip().startswith("server ")]
+    servers = [
+        line.split()[1] for line in config.splitlines() if line.strip().startswith("server ")
+    ]
     assert servers == BACKENDS
     log = ha.file("/var/log/serf.log").content_string
     for name in BACKENDS:
@@ -87,14 +89,14 @@ def test_nodes_log_and_config_agree_with_the_membership(ha):
 
 
 def test_published_http_port_answers_with_a_backend():
-    with urllib.request.urlopen("http://127.0.0.1:8080/", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen("http://127.0.0.1:8080/", timeout=5) as response:
         body = json.loads(response.read())
     assert body["hello"] == "world!"
     assert body["host"] in BACKENDS
 
 
 def test_stats_page_lists_every_backend_up():
-    with urllib.request.urlopen("http://127.0.0.1:1936/;csv", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen("http://127.0.0.1:1936/;csv", timeout=5) as response:
         rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
     states = {r["svname"]: r["status"] for r in rows if r["pxname"] == "nodes"}
     assert {k: v for k, v in states.items() if k not in ("FRONTEND", "BACKEND")} == {

@@ -19,5 +19,7 @@ def test_only_s1_remains():
 
 def test_removed_backends_are_gone():
     local = testinfra.get_host("local://")
-    names = local.check_output("docker ps -a --filter label=io.lbcluster.role=backend --format '{{.Names}}'")
+    names = local.check_output(
+        "docker ps -a --filter label=io.lbcluster.role=backend --format '{{.Names}}'"
+    )
     assert names.split() == ["s1"]
