@@ -50,7 +50,12 @@ integration: venv ## Real containers: the playbook, HTTP through HAProxy, faults
 molecule: venv ## molecule test for every scenario
 	molecule test --all
 
-test: lint unit integration molecule ## Everything CI runs
+test: venv ## Everything CI runs: lint, unit, integration, molecule (timed)
+	@for target in lint unit integration molecule; do \
+	    start=$$(date +%s); \
+	    $(MAKE) --no-print-directory $$target || exit 1; \
+	    echo "::: make $$target: $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench: venv ## Benchmarks (QUICK=1 for a short run)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
