@@ -27,6 +27,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml requirements.yml
 
 up: venv ## Build the images and start the cluster (N=5 for 5 backends)
 	ansible-playbook site.yml $(EXTRA)
+	@echo "HTTP:  http://127.0.0.1:8080/"
+	@echo "stats: http://127.0.0.1:1936/  user admin, password: $$(cat inventory/local/.secrets/stats-password)"
 
 down: venv ## Remove the cluster's containers and network
 	ansible-playbook playbooks/destroy.yml

@@ -8,6 +8,8 @@ never learns about a server that cannot serve yet.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.client
 import json
 import os
@@ -40,15 +42,31 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
             tags["port"] = str(port)
     except InvalidMember as exc:
         raise AgentConfigError(str(exc)) from None
+    key = env.get("LBCLUSTER_SERF_ENCRYPT_KEY", "")
+    if not key:
+        raise AgentConfigError(
+            "LBCLUSTER_SERF_ENCRYPT_KEY is not set: gossip encryption is mandatory"
+        )
+    try:
+        if len(base64.b64decode(key, validate=True)) not in (16, 24, 32):
+            raise ValueError("not 16, 24 or 32 bytes")
+    except (ValueError, binascii.Error) as exc:
+        raise AgentConfigError(
+            f"LBCLUSTER_SERF_ENCRYPT_KEY is not base64 of a 16, 24 or 32-byte key: {exc}"
+        ) from None
     seeds = [s.strip() for s in env.get("LBCLUSTER_SEEDS", "").split(",") if s.strip()]
     config: dict[str, Any] = {
         "node_name": name,
         "tags": tags,
         "bind": "0.0.0.0:7946",
         "rpc_addr": "127.0.0.1:7373",
+        # Members must hold the cluster's key: others cannot join nor read gossip.
+        "encrypt_key": key,
         "profile": env.get("LBCLUSTER_SERF_PROFILE", "lan"),
         "retry_join": seeds,
         "retry_interval": env.get("LBCLUSTER_SERF_RETRY_INTERVAL", "2s"),
+        # After a partition heals, failed members are retried this often.
+        "reconnect_interval": env.get("LBCLUSTER_SERF_RECONNECT_INTERVAL", "5s"),
         # A stopping container leaves (member-leave) instead of looking failed.
         "leave_on_terminate": True,
         "skip_leave_on_interrupt": False,
@@ -56,6 +74,9 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
         "rejoin_after_leave": True,
         "log_level": env.get("LBCLUSTER_SERF_LOG_LEVEL", "warn"),
     }
+    rpc_auth = env.get("SERF_RPC_AUTH", "")
+    if rpc_auth:
+        config["rpc_auth"] = rpc_auth  # the serf CLI reads SERF_RPC_AUTH too
     handler = env.get("LBCLUSTER_EVENT_HANDLER")
     if handler:
         config["event_handlers"] = [handler]

@@ -151,7 +151,14 @@ class Handler:
         except OSError as exc:
             raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
         # /nodes follows the configuration that was accepted: both always agree.
-        sync = sync_nodes(self.paths.nodes_dir, backends)
+        try:
+            sync = sync_nodes(self.paths.nodes_dir, backends)
+        except OSError as exc:
+            if previous is not None:
+                haproxy.restore_config(previous, self.paths.live_config)
+            raise HandlerError(
+                f"cannot record the members under {self.paths.nodes_dir}: {exc}"
+            ) from None
         if sync.changed:
             self.log(
                 "nodes: "

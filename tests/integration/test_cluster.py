@@ -6,10 +6,12 @@ import json
 
 from conftest import (
     HTTP,
+    STATS,
     Containers,
     get_json,
     http,
     playbook,
+    stats_auth,
     stats_servers,
     up_servers,
     wait_until,
@@ -61,9 +63,18 @@ def test_delay_endpoint_validates_its_input(cluster: Containers) -> None:
 
 def test_stats_page_lists_both_backends_up(cluster: Containers) -> None:
     assert stats_servers() == {"s1": "UP", "s2": "UP"}
-    status, _, body = http("/", base="http://127.0.0.1:1936")
+    status, _, body = http("/", base=STATS, auth=stats_auth())
     assert status == 200
     assert b"s1" in body and b"s2" in body
+
+
+def test_stats_page_and_metrics_require_credentials(cluster: Containers) -> None:
+    assert http("/", base=STATS)[0] == 401
+    assert http("/metrics", base=STATS)[0] == 401
+    assert http("/", base=STATS, auth="Basic YWRtaW46d3Jvbmc=")[0] == 401  # admin:wrong
+    status, _, body = http("/metrics", base=STATS, auth=stats_auth())
+    assert status == 200
+    assert b"haproxy_server_status" in body
 
 
 def test_nodes_holds_one_file_per_backend(cluster: Containers) -> None:

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from lbcluster import agent
-from lbcluster.agent import AgentConfigError, agent_config, wait_for_app
+from lbcluster.agent import AgentConfigError, wait_for_app
+from lbcluster.agent import agent_config as _agent_config
+
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
+
+
+def agent_config(env: dict[str, str], hostname: str) -> dict[str, object]:
+    """agent_config with the mandatory gossip key set (unless the test sets its own)."""
+    return _agent_config({"LBCLUSTER_SERF_ENCRYPT_KEY": KEY, **env}, hostname)
 
 
 def test_balancer_config_defaults() -> None:
@@ -21,9 +29,11 @@ def test_balancer_config_defaults() -> None:
         "tags": {"role": "balancer"},
         "bind": "0.0.0.0:7946",
         "rpc_addr": "127.0.0.1:7373",
+        "encrypt_key": KEY,
         "profile": "lan",
         "retry_join": [],
         "retry_interval": "2s",
+        "reconnect_interval": "5s",
         "leave_on_terminate": True,
         "skip_leave_on_interrupt": False,
         "snapshot_path": "/var/lib/serf/snapshot",
@@ -179,6 +189,7 @@ def test_main_bad_environment_exits_2(
 def test_main_writes_config_and_execs_serf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[tuple[str, list[str]]] = []
     monkeypatch.setenv("LBCLUSTER_ROLE", "balancer")
+    monkeypatch.setenv("LBCLUSTER_SERF_ENCRYPT_KEY", KEY)
     monkeypatch.setenv("LBCLUSTER_NODE_NAME", "ha")
     monkeypatch.setenv("LBCLUSTER_SERF_CONFIG", str(tmp_path / "run" / "serf.json"))
     monkeypatch.setenv("LBCLUSTER_SERF_SNAPSHOT", str(tmp_path / "lib" / "snapshot"))
@@ -191,3 +202,23 @@ def test_main_writes_config_and_execs_serf(monkeypatch: pytest.MonkeyPatch, tmp_
     assert calls == [
         ("/opt/serf", ["/opt/serf", "agent", f"-config-file={tmp_path}/run/serf.json"])
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "gossip encryption is mandatory"),
+        ("not base64!", "not base64"),
+        ("c2hvcnQ=", "16, 24 or 32-byte"),  # b"short"
+    ],
+)
+def test_gossip_key_is_mandatory_and_checked(key: str, why: str) -> None:
+    with pytest.raises(AgentConfigError, match="LBCLUSTER_SERF_ENCRYPT_KEY") as exc:
+        agent_config({"LBCLUSTER_ROLE": "backend", "LBCLUSTER_SERF_ENCRYPT_KEY": key}, "s1")
+    assert why in str(exc.value)
+
+
+def test_rpc_auth_comes_from_serf_rpc_auth() -> None:
+    config = agent_config({"LBCLUSTER_ROLE": "backend", "SERF_RPC_AUTH": "tok3n"}, "s1")
+    assert config["rpc_auth"] == "tok3n"
+    assert "rpc_auth" not in agent_config({"LBCLUSTER_ROLE": "backend"}, "s1")

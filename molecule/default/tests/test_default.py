@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import ipaddress
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 import testinfra
 
 BACKENDS = ["s1", "s2"]
+SECRETS = Path(__file__).resolve().parents[3] / "inventory" / "local" / ".secrets"
 
 
 def _address(hex_text):
@@ -96,7 +99,11 @@ def test_published_http_port_answers_with_a_backend():
 
 
 def test_stats_page_lists_every_backend_up():
-    with urllib.request.urlopen("http://127.0.0.1:1936/;csv", timeout=5) as response:
+    password = (SECRETS / "stats-password").read_text().strip()
+    request = urllib.request.Request("http://127.0.0.1:1936/;csv")
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
         rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
     states = {r["svname"]: r["status"] for r in rows if r["pxname"] == "nodes"}
     assert {k: v for k, v in states.items() if k not in ("FRONTEND", "BACKEND")} == {
