@@ -65,3 +65,21 @@ def test_backends_started_before_the_balancer_end_up_in_rotation(
     playbook("site.yml")  # creates ha last; returns once s1 and s2 are UP
     assert up_servers() == {"s1", "s2"}
     assert {get_json()["host"] for _ in range(4)} == {"s1", "s2"}
+
+
+def test_killed_haproxy_worker_is_replaced(two_backends: Containers) -> None:
+    worker = int(
+        two_backends.exec("ha", "pgrep", "-n", "-u", "haproxy", "-x", "haproxy").split()[0]
+    )
+    two_backends.exec("ha", "kill", "-9", str(worker))
+    wait_until(
+        lambda: (
+            two_backends.exec("ha", "pgrep", "-u", "haproxy", "-x", "haproxy", check=False).split()[
+                :1
+            ]
+            not in ([], [str(worker)])
+        ),
+        timeout=15,
+    )
+    wait_until(lambda: up_servers() == {"s1", "s2"}, timeout=15)
+    assert {get_json()["host"] for _ in range(4)} == {"s1", "s2"}
