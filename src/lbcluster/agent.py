@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -103,6 +104,44 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         time.sleep(0.1)
 
 
+HINT_EVENT = "lbcluster-hint"
+
+
+def send_join_hint(serf: str, timeout: float = 30.0) -> None:
+    """Once this agent has joined, ask the balancer (uncoalesced user event) to look now.
+
+    Serf coalesces member-join events for about a second; a user event sent
+    with -coalesce=false reaches the handler at once. It is only a hint: the
+    handler still reads the live membership.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        proc = subprocess.run(
+            [serf, "members", "-status=alive"], capture_output=True, text=True, check=False
+        )
+        if proc.returncode == 0 and len(proc.stdout.splitlines()) >= 2:
+            subprocess.run(
+                [serf, "event", "-coalesce=false", HINT_EVENT],
+                capture_output=True,
+                check=False,
+            )
+            return
+
+
+def spawn_join_hint(serf: str) -> None:
+    """Run send_join_hint in a grandchild adopted by PID 1 (s6-svscan reaps it)."""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            try:
+                send_join_hint(serf)
+            finally:
+                os._exit(0)
+        os._exit(0)
+    os.wait()
+
+
 def main() -> int:
     try:
         config = agent_config(os.environ, socket.gethostname())
@@ -113,9 +152,10 @@ def main() -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(config["snapshot_path"]).parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    serf = os.environ.get("LBCLUSTER_SERF_BIN", "serf")
     if config["tags"]["role"] == ROLE_BACKEND:
         wait_for_app(int(config["tags"]["port"]))
-    serf = os.environ.get("LBCLUSTER_SERF_BIN", "serf")
+        spawn_join_hint(serf)
     os.execvp(serf, [serf, "agent", f"-config-file={path}"])
     return 0  # not reached
 

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import haproxy
+from . import STARTED, haproxy
+from .agent import HINT_EVENT
 from .members import Member, ParseResult, alive_backends, parse_event_lines
 from .nodes import read_nodes, sync_nodes
 from .paths import Paths
@@ -109,6 +110,7 @@ class Handler:
     def __init__(self, paths: Paths, log: EventLog) -> None:
         self.paths = paths
         self.log = log
+        self.started = STARTED
 
     def refuse(self, reasons: Sequence[str]) -> None:
         for reason in reasons:
@@ -195,12 +197,21 @@ class Handler:
             last_servers=[m.name for m in backends],
         )
         self.log(
-            f"config: reloaded in {elapsed * 1000:.0f} ms ({len(backends)} servers: {names};"
+            f"config: reloaded in {elapsed * 1000:.0f} ms, live"
+            f" {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
+            f" ({len(backends)} servers: {names};"
             f" worker {','.join(map(str, proc.workers))})"
         )
 
     def event(self, name: str, lines: list[str]) -> None:
         update_state(self.paths.state, events_inc=1, last_event=name, last_event_at=time.time())
+        user_event = os.environ.get("SERF_USER_EVENT", "")
+        if name == "user" and user_event == HINT_EVENT:
+            # A member just joined: read the live membership now rather than
+            # after Serf's coalescing delay (the hint itself is not trusted).
+            self.log("user: join hint, reading the live membership")
+            self.apply(self.membership())
+            return
         if name in OTHER_EVENTS:
             self.log(f"{name}: ignored (not a membership event)")
             return
