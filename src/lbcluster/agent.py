@@ -97,7 +97,7 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         except OSError:
             pass
         if not announced:
-            print(f"serf: waiting for the web app on port {port} before joining", flush=True)
+            print(f"waiting for the web app on port {port} before joining", flush=True)
             announced = True
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"web app on port {port} did not answer HEAD / in {timeout}s")

@@ -164,7 +164,7 @@ async def serve(app: web.Application, port: int, drain_seconds: float) -> None:
 
 def main() -> int:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="webapp: %(message)s", force=True
+        level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True
     )
     host = socket.gethostname()
     tag = os.environ.get("TAG") or host
