@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 N ?=
 EXTRA := $(if $(N),-e webapp_count=$(N))
 
-.PHONY: help venv up down status lint unit integration molecule test bench clean
+.PHONY: help venv up down status demo screenshot lint unit integration molecule test bench clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -35,6 +35,13 @@ down: venv ## Remove the cluster's containers and network
 
 status: venv ## Membership, /nodes and HAProxy in one table
 	docker exec ha lbcluster-status
+
+demo: venv ## The lab's demonstration: scale 2 -> 5, kill one, stop one, back to 2
+	$(BIN)/python scripts/demo.py
+
+screenshot: venv ## docs/stats.png: the stats page of a cluster with 4 backends
+	ansible-playbook site.yml -e webapp_count=4
+	$(BIN)/python scripts/screenshot.py docs/stats.png --expect s1,s2,s3,s4
 
 lint: venv ## ansible-lint, yamllint, ruff, mypy
 	yamllint --strict .

@@ -163,9 +163,7 @@ async def serve(app: web.Application, port: int, drain_seconds: float) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
     host = socket.gethostname()
     tag = os.environ.get("TAG") or host
     try:

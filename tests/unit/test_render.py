@@ -101,7 +101,8 @@ def test_render_zero_servers() -> None:
     assert "    hard-stop-after 30s\n" in config
     assert "    log stdout format raw local0 info\n" in config
     assert (
-        "    default-server check inter 500ms fastinter 250ms downinter 500ms rise 1 fall 2\n" in config
+        "    default-server check inter 500ms fastinter 250ms downinter 500ms rise 1 fall 2\n"
+        in config
     )
     assert "cookie" not in config
     assert "userlist" not in config

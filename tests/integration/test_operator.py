@@ -1,0 +1,88 @@
+"""Operator's view: status table, handler counters, logs, the stats page as a picture."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Containers, http, scale
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import screenshot  # the same code as `make screenshot`
+
+
+def test_status_table_lists_every_member(cluster: Containers) -> None:
+    table = cluster.exec("ha", "lbcluster-status")
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:] if line.strip()}
+    assert rows["s1"][1:5] == ["backend", rows["s1"][2], "alive", "UP"]
+    assert rows["s2"][3:5] == ["alive", "UP"]
+    assert rows["ha"][1] == "balancer"
+    assert "membership, /nodes and HAProxy agree" in table
+    assert "last reload:" in table
+
+
+def test_status_json_carries_the_handler_counters(cluster: Containers) -> None:
+    report = json.loads(cluster.exec("ha", "lbcluster-status", "--json"))
+    handler = report["handler"]
+    assert handler["events"] >= 1
+    assert handler["reloads"] >= 1
+    assert report["config_age_s"] >= 0
+    assert {m["name"]: m["haproxy"] for m in report["members"] if m["role"] == "backend"} == {
+        "s1": "UP",
+        "s2": "UP",
+    }
+
+
+def test_status_exits_non_zero_on_disagreement(cluster: Containers) -> None:
+    cluster.exec("ha", "sh", "-c", "echo 's9 10.9.9.9 3000 port=3000,role=backend' > /nodes/s9")
+    try:
+        result = cluster.client.containers.get("ha").exec_run(["lbcluster-status"])
+        assert result.exit_code == 1
+        assert b"DISAGREEMENT" in result.output
+    finally:
+        cluster.exec("ha", "rm", "-f", "/nodes/s9")
+    assert cluster.client.containers.get("ha").exec_run(["lbcluster-status"]).exit_code == 0
+
+
+def test_every_service_logs_to_docker_logs_with_its_name(cluster: Containers) -> None:
+    assert http("/")[0] == 200
+    ha_log = cluster.client.containers.get("ha").logs(tail=400).decode(errors="replace")
+    assert any(
+        line.startswith("haproxy: ") and '"GET / HTTP/1.1"' in line for line in ha_log.splitlines()
+    ), "HAProxy's access log"
+    assert "\nhandler: " in ha_log
+    s1_log = cluster.client.containers.get("s1").logs().decode(errors="replace")
+    assert "\nwebapp: " in s1_log
+    assert "serf: waiting for the web app" in s1_log
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium package")
+def test_stats_page_screenshot_with_four_backends(cluster: Containers, tmp_path: Path) -> None:
+    scale(4)
+    try:
+        picture = tmp_path / "stats.png"
+        servers = screenshot.capture(picture)
+        assert servers == ["s1", "s2", "s3", "s4"]
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert picture.stat().st_size > 20_000
+        # `make screenshot` writes the same picture to docs/ for the README.
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "screenshot.py"),
+                str(tmp_path / "x.png"),
+                "--expect",
+                "s1,s2,s3,s4,s5",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 1
+        assert "missing from the stats page: s5" in proc.stderr
+    finally:
+        scale(2)
