@@ -49,6 +49,8 @@ lint: venv ## ansible-lint, yamllint, ruff, mypy
 	ruff check .
 	ruff format --check .
 	mypy
+	@if command -v vagrant >/dev/null; then vagrant validate --ignore-provider; \
+	else echo "lint: vagrant is not installed: Vagrantfile not validated"; fi
 
 unit: venv ## Fast tests of the pure Python logic and the Ansible modules
 	pytest -q tests/unit

@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .members import KNOWN_ROLES, ROLE_BACKEND, InvalidMember, validate_name, validate_port
+from .members import (
+    HINT_EVENT,
+    KNOWN_ROLES,
+    ROLE_BACKEND,
+    InvalidMember,
+    validate_name,
+    validate_port,
+)
 
 
 class AgentConfigError(ValueError):
@@ -102,9 +109,6 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"web app on port {port} did not answer HEAD / in {timeout}s")
         time.sleep(0.1)
-
-
-HINT_EVENT = "lbcluster-hint"
 
 
 def send_join_hint(serf: str, timeout: float = 30.0) -> None:

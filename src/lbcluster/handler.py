@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import STARTED, haproxy
-from .agent import HINT_EVENT
-from .members import Member, ParseResult, alive_backends, parse_event_lines
+from .members import HINT_EVENT, Member, ParseResult, alive_backends, parse_event_lines
 from .nodes import read_nodes, sync_nodes
 from .paths import Paths
 from .render import SettingsError, TemplateError, load_settings, render_config
@@ -139,7 +138,50 @@ class Handler:
                 )
         return backends.members
 
-    def apply(self, backends: list[Member], *, reload: bool = True) -> None:
+    def fast_path(self, backends: list[Member]) -> bool:
+        """Backends only added: put them live through the Runtime API, before rendering.
+
+        Returns False (nothing done) when the change is not a pure addition,
+        sticky sessions are on (``add server`` refuses ``cookie``) or HAProxy
+        refuses a command; the caller then renders and reloads as usual.
+        """
+        recorded, problems = read_nodes(self.paths.nodes_dir)
+        before = {m.name: m.endpoint for m in recorded}
+        after = {m.name: m.endpoint for m in backends}
+        added = sorted(set(after) - set(before))
+        if problems or not added or any(after.get(n) != e for n, e in before.items()):
+            return False
+        if not self.paths.admin_socket.exists():
+            return False
+        try:
+            settings = load_settings(self.paths.settings)
+            if settings.get("sticky_sessions"):
+                return False
+            options = haproxy.default_server_options(
+                self.paths.live_config.read_text(encoding="utf-8")
+            )
+            for name in added:
+                haproxy.runtime_add_server(
+                    self.paths.admin_socket,
+                    str(settings.get("backend_name", "nodes")),
+                    name,
+                    after[name],
+                    options,
+                )
+        except (SettingsError, OSError, haproxy.RuntimeCommandFailed) as exc:
+            self.log(f"runtime: {exc}; falling back to a reload")
+            return False
+        self.log(
+            f"runtime: added {', '.join(added)} without a reload, live"
+            f" {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
+        )
+        update_state(self.paths.state, runtime_adds_inc=len(added), last_reload=time.time())
+        return True
+
+    def apply(self, backends: list[Member], *, reload: bool = True, fast: bool = True) -> None:
+        if reload and fast and self.fast_path(backends):
+            # Live already; the file follows (validated), so a later reload keeps them.
+            reload = False
         try:
             settings = load_settings(self.paths.settings)
             text = render_config(self.paths.template, settings, backends)
@@ -245,8 +287,8 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         with exclusive(paths.lock):
             if args.command == "boot":
                 handler.boot()
-            elif args.command == "render":
-                handler.apply(handler.membership())
+            elif args.command == "render":  # settings changed: always a full reload
+                handler.apply(handler.membership(), fast=False)
             elif event in MEMBER_EVENTS or event in OTHER_EVENTS:
                 handler.event(event, read_stdin(stdin or sys.stdin))
             else:

@@ -160,3 +160,31 @@ def server_states(admin_socket: Path, backend: str) -> list[dict[str, str]]:
     return [
         r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")
     ]
+
+
+class RuntimeCommandFailed(RuntimeError):
+    """The Runtime API refused a command."""
+
+
+def default_server_options(config_text: str) -> list[str]:
+    """The ``default-server`` options of a config: dynamic servers do not inherit them."""
+    for line in config_text.splitlines():
+        words = line.split()
+        if words[:1] == ["default-server"]:
+            return words[1:]
+    return []
+
+
+def runtime_add_server(
+    admin_socket: Path, backend: str, name: str, endpoint: str, options: list[str]
+) -> None:
+    """Add a server without a reload: ``add server``, then enable its checks and traffic."""
+    commands = [
+        (f"add server {backend}/{name} {endpoint} {' '.join(options)}".rstrip(), "New server"),
+        (f"enable health {backend}/{name}", ""),
+        (f"enable server {backend}/{name}", ""),
+    ]
+    for command, expected in commands:
+        answer = socket_command(admin_socket, command).strip()
+        if (expected and expected not in answer) or (not expected and answer):
+            raise RuntimeCommandFailed(f"{command!r}: {answer or 'no answer'}")

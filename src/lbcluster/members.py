@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+# The user event a backend sends once it has joined (see agent.send_join_hint).
+HINT_EVENT = "lbcluster-hint"
 ROLE_BALANCER = "balancer"
 ROLE_BACKEND = "backend"
 KNOWN_ROLES = frozenset({ROLE_BALANCER, ROLE_BACKEND})

@@ -12,8 +12,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from .members import Member
 
 
@@ -46,6 +44,8 @@ def server_entries(backends: Iterable[Member]) -> list[dict[str, Any]]:
 
 
 def render_config(template: Path, settings: Mapping[str, Any], backends: Iterable[Member]) -> str:
+    import jinja2  # noqa: PLC0415 - imported late: the Runtime API fast path needs no Jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template.parent)),
         trim_blocks=True,

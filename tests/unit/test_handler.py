@@ -458,3 +458,74 @@ def test_update_state(tmp_path: Path) -> None:
     path.write_text("not json")
     update_state(path, errors_inc=1)
     assert json.loads(path.read_text()) == {"errors": 1}
+
+
+# --- Runtime API fast path ---------------------------------------------------
+
+
+def _admin(refuse: str = "") -> Any:
+    def respond(command: str) -> str:
+        if refuse and command.startswith(refuse):
+            return "No such backend.\n"
+        return "New server registered.\n" if command.startswith("add server") else ""
+
+    return respond
+
+
+def test_added_backend_goes_live_through_the_runtime_api_without_reload(
+    cluster: Cluster,
+) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    cluster.members(HA, S1, S2)
+    master = FakeMaster("ok")
+    with (
+        FakeSocket(cluster.paths.admin_socket, _admin()) as admin,
+        FakeSocket(cluster.paths.master_socket, master) as fake_master,
+    ):
+        assert cluster.run("member-join", S2_LINE) == EXIT_OK
+    assert admin.commands == [
+        "add server nodes/s2 172.18.0.4:3000 check inter 500ms fastinter 250ms downinter 500ms"
+        " rise 1 fall 2",
+        "enable health nodes/s2",
+        "enable server nodes/s2",
+    ]
+    assert fake_master.commands == [], "no reload"
+    assert any(
+        re.fullmatch(r"runtime: added s2 without a reload, live \d+ ms after.*", line)
+        for line in cluster.log()
+    )
+    # The file follows, so a later reload keeps s2.
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000", "server s2 172.18.0.4:3000"]
+    assert set(cluster.nodes()) == {"s1", "s2"}
+    assert cluster.state()["runtime_adds"] == 1
+
+
+def test_refused_runtime_command_falls_back_to_a_reload(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    cluster.members(HA, S1, S2)
+    master = FakeMaster("ok")
+    with (
+        FakeSocket(cluster.paths.admin_socket, _admin(refuse="add server")),
+        FakeSocket(cluster.paths.master_socket, master) as fake_master,
+    ):
+        assert cluster.run("member-join", S2_LINE) == EXIT_OK
+    assert "reload" in fake_master.commands
+    assert any(line.startswith("runtime: 'add server nodes/s2") for line in cluster.log())
+
+
+def test_removal_and_settings_changes_reload(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    cluster.members(HA, S1)
+    master = FakeMaster("ok")
+    with (
+        FakeSocket(cluster.paths.admin_socket, _admin()) as admin,
+        FakeSocket(cluster.paths.master_socket, master) as fake_master,
+    ):
+        assert cluster.run("member-leave", S2_LINE) == EXIT_OK
+        cluster.members(HA, S1, S2)
+        assert cluster.run(None, "", "render") == EXIT_OK
+    assert admin.commands == [], "removals and `render` never use the fast path"
+    assert fake_master.commands.count("reload") == 2
