@@ -55,7 +55,7 @@ def capture(output: Path) -> list[str]:
         text=True,
         timeout=120,
     ).stdout
-    return [s for s in listed_servers(html) if s != "BACKEND"]
+    return [s for s in listed_servers(html) if s.upper() != "BACKEND"]
 
 
 def main() -> int:

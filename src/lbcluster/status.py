@@ -58,8 +58,12 @@ def collect(paths: Paths) -> dict[str, Any]:
     recorded, problems = read_nodes(paths.nodes_dir)
     errors += problems
     by_name = {m["name"]: m for m in members}
+    # Serf remembers departed members for a day: show them only while HAProxy
+    # or /nodes still has them (that would be a disagreement worth seeing).
+    shown = {n for n, m in by_name.items() if m["serf"] == "alive"}
+    departed = len(by_name) - len(shown)
     rows = []
-    for name in sorted(set(by_name) | set(servers) | {m.name for m in recorded}):
+    for name in sorted(shown | set(servers) | {m.name for m in recorded}):
         member = by_name.get(name, {"name": name, "role": "?", "serf": "unknown"})
         stat = servers.get(name, {})
         rows.append(
@@ -86,6 +90,7 @@ def collect(paths: Paths) -> dict[str, Any]:
         "nodes": sorted(m.name for m in recorded),
         "agree": not errors and alive == set(servers) == {m.name for m in recorded},
         "config_age_s": None if config_mtime is None else round(time.time() - config_mtime, 1),
+        "departed_members": departed,
         "handler": state,
         "errors": errors,
     }
@@ -122,7 +127,8 @@ def format_table(report: dict[str, Any]) -> str:
     out.append(
         f"config age: {report['config_age_s']} s; reloads: {handler.get('reloads', 0)};"
         f" last reload: {time.strftime('%H:%M:%S', time.gmtime(last)) + ' UTC' if last else '-'};"
-        f" refused inputs: {handler.get('refused', 0)}"
+        f" refused inputs: {handler.get('refused', 0)};"
+        f" departed members (left/failed, hidden): {report.get('departed_members', 0)}"
     )
     out.append("membership, /nodes and HAProxy agree" if report["agree"] else "DISAGREEMENT")
     out += [f"error: {e}" for e in report["errors"]]

@@ -529,3 +529,18 @@ def test_removal_and_settings_changes_reload(cluster: Cluster) -> None:
         assert cluster.run(None, "", "render") == EXIT_OK
     assert admin.commands == [], "removals and `render` never use the fast path"
     assert fake_master.commands.count("reload") == 2
+
+
+def test_template_error_keeps_the_last_good_config(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    before = cluster.live()
+    broken = {k: v for k, v in SETTINGS.items() if k != "retries"}
+    cluster.paths.settings.write_text(json.dumps(broken))
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S2_LINE) == EXIT_ERROR
+    assert cluster.live() == before
+    assert set(cluster.nodes()) == {"s1"}
+    last = cluster.log()[-1]
+    assert "UndefinedError" in last and "retries" in last
+    assert last.endswith("the last good configuration keeps serving")

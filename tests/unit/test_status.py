@@ -245,7 +245,8 @@ def test_format_table(balancer: Balancer) -> None:
     ]
     assert lines[4] == ""
     assert lines[5] == (
-        "config age: 3.5 s; reloads: 2; last reload: 13:01:01 UTC; refused inputs: 1"
+        "config age: 3.5 s; reloads: 2; last reload: 13:01:01 UTC; refused inputs: 1;"
+        " departed members (left/failed, hidden): 0"
     )
     assert lines[6] == "membership, /nodes and HAProxy agree"
     assert len(lines) == 7
@@ -275,7 +276,10 @@ def test_format_table_disagreement_and_errors() -> None:
     }
     lines = status.format_table(report).splitlines()
     assert lines[1].split() == ["ghost", "?", "-", "unknown", "MAINT", "0", "-", "-", "-"]
-    assert lines[3] == "config age: None s; reloads: 0; last reload: -; refused inputs: 0"
+    assert lines[3] == (
+        "config age: None s; reloads: 0; last reload: -; refused inputs: 0;"
+        " departed members (left/failed, hidden): 0"
+    )
     assert lines[4:] == ["DISAGREEMENT", "error: serf members failed: boom", "error: another"]
 
 
