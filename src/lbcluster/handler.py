@@ -9,6 +9,9 @@ good configuration serving, is logged with its reason, and exits non-zero.
 Commands:
   lbcluster-handler           handle one Serf event (SERF_EVENT + stdin)
   lbcluster-handler render    re-render from the live membership (after a settings change)
+  lbcluster-handler reconcile the same, quietly, every few seconds (the reconcile service):
+                              Serf drops a member event when a member joins and
+                              leaves within its coalescing window
   lbcluster-handler boot      before HAProxy starts: render from /nodes, never reload
 """
 
@@ -178,7 +181,9 @@ class Handler:
         update_state(self.paths.state, runtime_adds_inc=len(added), last_reload=time.time())
         return True
 
-    def apply(self, backends: list[Member], *, reload: bool = True, fast: bool = True) -> None:
+    def apply(
+        self, backends: list[Member], *, reload: bool = True, fast: bool = True, quiet: bool = False
+    ) -> None:
         if reload and fast and self.fast_path(backends):
             # Live already; the file follows (validated), so a later reload keeps them.
             reload = False
@@ -217,7 +222,8 @@ class Handler:
                 )
             )
         if previous is None:
-            self.log(f"config: unchanged ({len(backends)} servers: {names}), no reload")
+            if not quiet:
+                self.log(f"config: unchanged ({len(backends)} servers: {names}), no reload")
             return
         if not reload:
             self.log(f"config: written ({len(backends)} servers: {names})")
@@ -277,7 +283,9 @@ class Handler:
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbcluster-handler", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", default="event", choices=["event", "render", "boot"])
+    parser.add_argument(
+        "command", nargs="?", default="event", choices=["event", "render", "reconcile", "boot"]
+    )
     args = parser.parse_args(argv)
     paths = Paths.from_env()
     log = EventLog(paths.event_log, os.environ.get("LBCLUSTER_CONSOLE"))
@@ -289,6 +297,8 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
                 handler.boot()
             elif args.command == "render":  # settings changed: always a full reload
                 handler.apply(handler.membership(), fast=False)
+            elif args.command == "reconcile":  # periodic: catches events Serf suppressed
+                handler.apply(handler.membership(), quiet=True)
             elif event in MEMBER_EVENTS or event in OTHER_EVENTS:
                 handler.event(event, read_stdin(stdin or sys.stdin))
             else:

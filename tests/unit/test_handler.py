@@ -544,3 +544,16 @@ def test_template_error_keeps_the_last_good_config(cluster: Cluster) -> None:
     last = cluster.log()[-1]
     assert "UndefinedError" in last and "retries" in last
     assert last.endswith("the last good configuration keeps serving")
+
+
+def test_reconcile_applies_a_missed_leave_and_is_quiet_otherwise(cluster: Cluster) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    lines = len(cluster.log())
+    assert cluster.run(None, "", "reconcile") == EXIT_OK
+    assert len(cluster.log()) == lines, "nothing changed: nothing logged"
+    # s2 left, but Serf suppressed the event: the next reconcile removes it.
+    cluster.members(HA, S1)
+    assert cluster.run(None, "", "reconcile") == EXIT_OK
+    assert set(cluster.nodes()) == {"s1"}
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000"]
