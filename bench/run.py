@@ -201,6 +201,11 @@ def extra_backends(names: list[str]) -> Iterator[None]:
             remove(name)
 
 
+def spread(values: list[float], prefix: str = "") -> dict[str, float | None]:
+    """``{prefix}p50_s`` and ``{prefix}p95_s`` of ``values``."""
+    return {f"{prefix}p50_s": pct(values, 0.5), f"{prefix}p95_s": pct(values, 0.95)}
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -223,7 +228,6 @@ def scenario_scale(quick: bool) -> dict[str, Any]:
 
 def scenario_reloads(quick: bool) -> dict[str, Any]:
     count = 20 if quick else 50
-    before = handler_state().get("reloads", 0)
     # Fire-and-forget through the master CLI at 5 per second, as a burst of
     # configuration changes would (the master serialises the reloads).
     script = (
@@ -237,7 +241,6 @@ def scenario_reloads(quick: bool) -> dict[str, Any]:
         ha_exec("python3", "-c", script)
         elapsed = time.monotonic() - start
         time.sleep(3)
-    del before
     return {
         "name": f"{count} reloads under load",
         **load.figures(),
@@ -301,10 +304,8 @@ def scenario_join_leave(quick: bool) -> dict[str, Any]:
     return {
         "name": "join -> first request served / graceful stop -> no more traffic",
         "joins": len(joins),
-        "p50_s": pct(joins, 0.5),
-        "p95_s": pct(joins, 0.95),
-        "leave_p50_s": pct(leaves, 0.5),
-        "leave_p95_s": pct(leaves, 0.95),
+        **spread(joins),
+        **spread(leaves, "leave_"),
         "target_p95_s": 1.5,
         "target_leave_p95_s": 2.0,
     }
@@ -329,10 +330,8 @@ def scenario_kill_detection(quick: bool) -> dict[str, Any]:
                 removed.append(time.monotonic() - start)
     return {
         "name": "kill -9 -> HAProxy stops sending / removed from haproxy.cfg",
-        "p50_s": pct(down, 0.5),
-        "p95_s": pct(down, 0.95),
-        "removed_p50_s": pct(removed, 0.5),
-        "removed_p95_s": pct(removed, 0.95),
+        **spread(down),
+        **spread(removed, "removed_"),
         "target_p95_s": 3.0,
         "target_removed_p95_s": 10.0,
     }
@@ -344,7 +343,6 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
     with extra_backends(names):
         containers = [new_backend(n, start=False) for n in names]
         before = handler_state().get("reloads", 0)
-        start = time.monotonic()
         for c in containers:
             threading.Thread(target=c.start).start()
         took = wait(lambda: all(stats().get(n) == "UP" for n in names), 60, 0.1)
@@ -352,7 +350,6 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
         for c in containers:
             threading.Thread(target=lambda c=c: c.stop(timeout=20)).start()
         wait(lambda: not any(n in stats() for n in names), 60, 0.2)
-    del start
     return {
         "name": f"{count} backends started at once",
         "reloads": reloads,
@@ -370,8 +367,7 @@ def scenario_handler_latency() -> dict[str, Any]:
     return {
         "name": "handler: event received -> new config live (all / Runtime API / reload)",
         "samples": len(both),
-        "p50_s": pct(both, 0.5),
-        "p95_s": pct(both, 0.95),
+        **spread(both),
         "runtime_samples": len(runtime),
         "runtime_p95_s": pct(runtime, 0.95),
         "reload_samples": len(reload),

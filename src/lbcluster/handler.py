@@ -141,7 +141,7 @@ class Handler:
                 )
         return backends.members
 
-    def fast_path(self, backends: list[Member]) -> bool:
+    def fast_path(self, backends: list[Member], settings: dict[str, Any]) -> bool:
         """Backends only added: put them live through the Runtime API, before rendering.
 
         Returns False (nothing done) when the change is not a pure addition,
@@ -156,10 +156,9 @@ class Handler:
             return False
         if not self.paths.admin_socket.exists():
             return False
+        if settings.get("sticky_sessions"):
+            return False
         try:
-            settings = load_settings(self.paths.settings)
-            if settings.get("sticky_sessions"):
-                return False
             options = haproxy.default_server_options(
                 self.paths.live_config.read_text(encoding="utf-8")
             )
@@ -171,7 +170,7 @@ class Handler:
                     after[name],
                     options,
                 )
-        except (SettingsError, OSError, haproxy.RuntimeCommandFailed) as exc:
+        except (OSError, haproxy.RuntimeCommandFailed) as exc:
             self.log(f"runtime: {exc}; falling back to a reload")
             return False
         self.log(
@@ -181,25 +180,12 @@ class Handler:
         update_state(self.paths.state, runtime_adds_inc=len(added), last_reload=time.time())
         return True
 
-    def apply(
-        self, backends: list[Member], *, reload: bool = True, fast: bool = True, quiet: bool = False
-    ) -> None:
-        if reload and fast and self.fast_path(backends):
-            # Live already; the file follows (validated), so a later reload keeps them.
-            reload = False
-        try:
-            settings = load_settings(self.paths.settings)
-            text = render_config(self.paths.template, settings, backends)
-        except (SettingsError, TemplateError) as exc:
-            raise HandlerError(str(exc)) from None
-        names = ", ".join(m.name for m in backends) or "none"
-        try:
-            previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
-        except haproxy.ConfigInvalid as exc:
-            raise HandlerError(str(exc)) from None
-        except OSError as exc:
-            raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
-        # /nodes follows the configuration that was accepted: both always agree.
+    def record_nodes(self, backends: list[Member], previous: str | None) -> None:
+        """/nodes follows the configuration that was accepted: both always agree.
+
+        If /nodes cannot be written, the configuration that is still running
+        is put back (``previous``: see haproxy.install_config).
+        """
         try:
             sync = sync_nodes(self.paths.nodes_dir, backends)
         except OSError as exc:
@@ -221,6 +207,29 @@ class Handler:
                     if names
                 )
             )
+
+    def apply(
+        self, backends: list[Member], *, reload: bool = True, fast: bool = True, quiet: bool = False
+    ) -> None:
+        try:
+            settings = load_settings(self.paths.settings)
+        except SettingsError as exc:
+            raise HandlerError(str(exc)) from None
+        if reload and fast and self.fast_path(backends, settings):
+            # Live already; the file follows (validated), so a later reload keeps them.
+            reload = False
+        try:
+            text = render_config(self.paths.template, settings, backends)
+        except TemplateError as exc:
+            raise HandlerError(str(exc)) from None
+        names = ", ".join(m.name for m in backends) or "none"
+        try:
+            previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
+        except haproxy.ConfigInvalid as exc:
+            raise HandlerError(str(exc)) from None
+        except OSError as exc:
+            raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
+        self.record_nodes(backends, previous)
         if previous is None:
             if not quiet:
                 self.log(f"config: unchanged ({len(backends)} servers: {names}), no reload")
