@@ -1,17 +1,23 @@
-"""The membership handler: Serf runs it on the balancer for every event.
+"""The membership handler of the balancer.
 
 For a member event it logs the event, reads the *live* membership from the
-local agent (the truth, not a replay of events), records the alive backends
-under /nodes, renders haproxy.cfg from the shared template, validates it and
-makes HAProxy load it with a seamless reload. Any failure leaves the last
-good configuration serving, is logged with its reason, and exits non-zero.
+local agent (the truth, not a replay of events) and makes HAProxy serve the
+alive backends: through the Runtime API when servers only come and go,
+else by a seamless reload. It renders haproxy.cfg from the shared template,
+validates it with ``haproxy -c``, installs it and records the backends under
+/nodes. Any failure leaves the last good configuration serving and is logged
+with its reason.
 
 Commands:
-  lbcluster-handler           handle one Serf event (SERF_EVENT + stdin)
+  lbcluster-handler serve     the service: handle the events the local Serf agent
+                              streams over RPC as they come, and reconcile with the
+                              live membership every few seconds (Serf drops a member
+                              event when a member joins and leaves within its
+                              coalescing window); see daemon.py
+  lbcluster-handler           handle one Serf event (SERF_EVENT + stdin), as a Serf
+                              event handler script would
   lbcluster-handler render    re-render from the live membership (after a settings change)
-  lbcluster-handler reconcile the same, quietly, every few seconds (the reconcile service):
-                              Serf drops a member event when a member joins and
-                              leaves within its coalescing window
+  lbcluster-handler reconcile apply the live membership once, quietly
   lbcluster-handler boot      before HAProxy starts: render from /nodes, never reload
 """
 
@@ -24,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,12 +41,15 @@ from .nodes import read_nodes, sync_nodes
 from .paths import Paths
 from .render import SettingsError, TemplateError, load_settings, render_config
 from .serfcli import SerfUnavailable, live_members
+from .serfrpc import parse_rpc_members
 
 MEMBER_EVENTS = frozenset(
     {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
 )
 OTHER_EVENTS = frozenset({"user", "query"})
 MAX_STDIN = 4 * 1024 * 1024
+# After a Runtime API change, the file is written once events pause this long.
+FILE_DELAY_S = 0.3
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
@@ -51,9 +60,10 @@ class HandlerError(RuntimeError):
 class EventLog:
     """Appends timestamped lines to /var/log/serf.log, mirrored to the container's log."""
 
-    def __init__(self, path: Path, console: str | None = None) -> None:
+    def __init__(self, path: Path, console: str | None = None, prefix: str = "handler: ") -> None:
         self.path = path
         self.console = console
+        self.prefix = prefix  # on stderr (a service's log adds its own)
 
     def __call__(self, message: str) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -64,7 +74,7 @@ class EventLog:
                 fh.write(line)
         except OSError as exc:
             sys.stderr.write(f"lbcluster-handler: cannot write {self.path}: {exc}\n")
-        sys.stderr.write(f"handler: {message}\n")
+        sys.stderr.write(f"{self.prefix}{message}\n")
         if self.console:
             with contextlib.suppress(OSError), open(self.console, "a", encoding="utf-8") as out:
                 out.write(f"handler: {message}\n")
@@ -112,7 +122,20 @@ class Handler:
     def __init__(self, paths: Paths, log: EventLog) -> None:
         self.paths = paths
         self.log = log
-        self.started = STARTED
+        # When the event being handled arrived (None: no event, e.g. reconciling).
+        self.started: float | None = STARTED
+        # Servers this handler put in maintenance and has not deleted yet.
+        self.drained: set[str] = set()
+        # When the daemon defers the file after a Runtime API change: write it then.
+        self.file_due: float | None = None
+        self.members_source: Callable[[], ParseResult] = lambda: live_members(
+            self.paths.serf_bin, self.paths.serf_rpc_addr
+        )
+
+    def since_event(self) -> str:
+        if self.started is None:
+            return " (found by reconciling)"
+        return f", live {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
 
     def refuse(self, reasons: Sequence[str]) -> None:
         for reason in reasons:
@@ -123,7 +146,7 @@ class Handler:
     def membership(self) -> list[Member]:
         """Alive, valid backends from the local agent, guarding against a transient view."""
         try:
-            view = live_members(self.paths.serf_bin, self.paths.serf_rpc_addr)
+            view = self.members_source()
         except SerfUnavailable as exc:
             raise HandlerError(f"cannot read the live membership: {exc}") from None
         self.refuse(view.refused)
@@ -141,44 +164,71 @@ class Handler:
                 )
         return backends.members
 
-    def fast_path(self, backends: list[Member], settings: dict[str, Any]) -> bool:
-        """Backends only added: put them live through the Runtime API, before rendering.
+    def runtime_sync(self, backends: list[Member], settings: dict[str, Any]) -> bool:
+        """Make HAProxy serve exactly ``backends`` through the Runtime API, without a reload.
 
-        Returns False (nothing done) when the change is not a pure addition,
-        sticky sessions are on (``add server`` refuses ``cookie``) or HAProxy
-        refuses a command; the caller then renders and reloads as usual.
+        New backends are added; departed ones are put in maintenance at once
+        (no new request goes to them) and deleted once their connections are
+        gone; one that comes back before that is put back in rotation.
+        Returns False (nothing done; the caller reloads) when an address
+        changed, sticky sessions are on (``add server`` refuses ``cookie``),
+        HAProxy is not running or it refuses a command.
         """
-        recorded, problems = read_nodes(self.paths.nodes_dir)
-        before = {m.name: m.endpoint for m in recorded}
-        after = {m.name: m.endpoint for m in backends}
-        added = sorted(set(after) - set(before))
-        if problems or not added or any(after.get(n) != e for n, e in before.items()):
+        if settings.get("sticky_sessions") or not self.paths.admin_socket.exists():
             return False
-        if not self.paths.admin_socket.exists():
-            return False
-        if settings.get("sticky_sessions"):
-            return False
+        backend = str(settings.get("backend_name", "nodes"))
+        want = {m.name: m.endpoint for m in backends}
         try:
-            options = haproxy.default_server_options(
-                self.paths.live_config.read_text(encoding="utf-8")
+            current = {
+                r["svname"]: r for r in haproxy.server_states(self.paths.admin_socket, backend)
+            }
+            if any(n in current and current[n].get("addr") != e for n, e in want.items()):
+                return False
+            added = sorted(set(want) - set(current))
+            revived = sorted(set(want) & set(current) & self.drained)
+            gone = sorted(
+                n
+                for n in set(current) - set(want)
+                if n not in self.drained and not current[n].get("status", "").startswith("MAINT")
             )
+            self.drained = (self.drained | (set(current) - set(want))) - set(want)
+            options: list[str] = []
+            if added:
+                options = haproxy.default_server_options(
+                    self.paths.live_config.read_text(encoding="utf-8")
+                )
             for name in added:
                 haproxy.runtime_add_server(
-                    self.paths.admin_socket,
-                    str(settings.get("backend_name", "nodes")),
-                    name,
-                    after[name],
-                    options,
+                    self.paths.admin_socket, backend, name, want[name], options
                 )
+            for name in revived:
+                haproxy.runtime_set_state(self.paths.admin_socket, backend, name, "ready")
+            for name in gone:
+                haproxy.runtime_set_state(self.paths.admin_socket, backend, name, "maint")
+            self.delete_drained(backend)
         except (OSError, haproxy.RuntimeCommandFailed) as exc:
             self.log(f"runtime: {exc}; falling back to a reload")
             return False
-        self.log(
-            f"runtime: added {', '.join(added)} without a reload, live"
-            f" {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
-        )
-        update_state(self.paths.state, runtime_adds_inc=len(added), last_reload=time.time())
+        changes = [
+            f"{label} {', '.join(names)}"
+            for label, names in (("added", added), ("re-enabled", revived), ("removed", gone))
+            if names
+        ]
+        if changes:
+            self.log(f"runtime: {'; '.join(changes)} without a reload{self.since_event()}")
+            update_state(
+                self.paths.state,
+                runtime_adds_inc=len(added) + len(revived),
+                runtime_removals_inc=len(gone),
+                last_reload=time.time(),
+            )
         return True
+
+    def delete_drained(self, backend: str) -> None:
+        """Delete the servers put in maintenance whose connections are gone (else: later)."""
+        for name in sorted(self.drained):
+            if haproxy.runtime_del_server(self.paths.admin_socket, backend, name):
+                self.drained.discard(name)
 
     def record_nodes(self, backends: list[Member], previous: str | None) -> None:
         """/nodes follows the configuration that was accepted: both always agree.
@@ -209,15 +259,33 @@ class Handler:
             )
 
     def apply(
-        self, backends: list[Member], *, reload: bool = True, fast: bool = True, quiet: bool = False
+        self,
+        backends: list[Member],
+        *,
+        reload: bool = True,
+        fast: bool = True,
+        quiet: bool = False,
+        defer_file: bool = False,
     ) -> None:
+        """Make HAProxy, haproxy.cfg and /nodes follow ``backends``.
+
+        Through the Runtime API when it can (``fast``), else by a validated
+        reload. ``defer_file``: after a Runtime API change, leave writing the
+        file and /nodes to a later ``apply`` (the daemon's, once events pause),
+        so a burst of joins costs one ``haproxy -c``, not one per event.
+        """
         try:
             settings = load_settings(self.paths.settings)
         except SettingsError as exc:
             raise HandlerError(str(exc)) from None
-        if reload and fast and self.fast_path(backends, settings):
+        if reload and fast and self.runtime_sync(backends, settings):
             # Live already; the file follows (validated), so a later reload keeps them.
             reload = False
+            if defer_file:
+                if self.file_due is None:
+                    self.file_due = time.monotonic() + FILE_DELAY_S
+                return
+        self.file_due = None
         try:
             text = render_config(self.paths.template, settings, backends)
         except TemplateError as exc:
@@ -247,6 +315,7 @@ class Handler:
             haproxy.restore_config(previous, self.paths.live_config)
             raise HandlerError(f"reload failed: {exc}") from None
         elapsed = time.monotonic() - started
+        self.drained.clear()  # the new worker has exactly the servers of the file
         update_state(
             self.paths.state,
             reloads_inc=1,
@@ -254,29 +323,50 @@ class Handler:
             last_servers=[m.name for m in backends],
         )
         self.log(
-            f"config: reloaded in {elapsed * 1000:.0f} ms, live"
-            f" {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
+            f"config: reloaded in {elapsed * 1000:.0f} ms{self.since_event()}"
             f" ({len(backends)} servers: {names};"
             f" worker {','.join(map(str, proc.workers))})"
         )
 
     def event(self, name: str, lines: list[str]) -> None:
+        """One Serf event: ``lines`` as Serf gives a handler's stdin."""
+        self.handle(name, os.environ.get("SERF_USER_EVENT", ""), parse_event_lines(lines))
+
+    def stream_event(self, body: dict[str, Any]) -> None:
+        """One event as the agent's RPC stream gives it (the daemon's path)."""
+        name = body.get("Event")
+        if not isinstance(name, str) or name not in MEMBER_EVENTS | OTHER_EVENTS:
+            self.refuse([f"event {str(name)[:40]!r} from the Serf stream: not a Serf event"])
+            return
+        user_event = body.get("Name") if name == "user" else ""
+        raw = body.get("Members") if name in MEMBER_EVENTS else []
+        if not isinstance(raw, list):
+            self.refuse([f"{name} event without a member list"])
+            raw = []
+        self.handle(
+            name,
+            user_event if isinstance(user_event, str) else "",
+            parse_rpc_members(raw),
+            defer_file=True,
+        )
+
+    def handle(
+        self, name: str, user_event: str, parsed: ParseResult, *, defer_file: bool = False
+    ) -> None:
         update_state(self.paths.state, events_inc=1, last_event=name, last_event_at=time.time())
-        user_event = os.environ.get("SERF_USER_EVENT", "")
         if name == "user" and user_event == HINT_EVENT:
             # A member just joined: read the live membership now rather than
             # after Serf's coalescing delay (the hint itself is not trusted).
             self.log("user: join hint, reading the live membership")
-            self.apply(self.membership())
+            self.apply(self.membership(), defer_file=defer_file)
             return
         if name in OTHER_EVENTS:
             self.log(f"{name}: ignored (not a membership event)")
             return
-        parsed: ParseResult = parse_event_lines(lines)
         for member in parsed.members:
             self.log(f"{name}: {member.describe()}")
         self.refuse(parsed.refused)
-        self.apply(self.membership())
+        self.apply(self.membership(), defer_file=defer_file)
 
     def boot(self) -> None:
         """Before HAProxy starts: render from /nodes; fall back to Ansible's bootstrap config."""
@@ -293,12 +383,25 @@ class Handler:
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbcluster-handler", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "command", nargs="?", default="event", choices=["event", "render", "reconcile", "boot"]
+        "command",
+        nargs="?",
+        default="event",
+        choices=["event", "serve", "render", "reconcile", "boot"],
     )
     args = parser.parse_args(argv)
     paths = Paths.from_env()
     log = EventLog(paths.event_log, os.environ.get("LBCLUSTER_CONSOLE"))
     handler = Handler(paths, log)
+    if args.command == "serve":
+        from .daemon import Daemon  # noqa: PLC0415 - only the service needs it
+
+        # Its output is the handler service's log already (see etc/s6/handler/log).
+        log = EventLog(paths.event_log, prefix="")
+        handler = Handler(paths, log)
+
+        seconds = float(os.environ.get("LBCLUSTER_RECONCILE_SECONDS", "5"))
+        Daemon(handler, paths, log, os.environ.get("SERF_RPC_AUTH", ""), seconds).run()
+        return EXIT_OK  # not reached: the service runs until s6 stops it
     event = os.environ.get("SERF_EVENT", "")
     try:
         with exclusive(paths.lock):

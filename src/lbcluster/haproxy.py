@@ -188,3 +188,26 @@ def runtime_add_server(
         answer = socket_command(admin_socket, command).strip()
         if (expected and expected not in answer) or (not expected and answer):
             raise RuntimeCommandFailed(f"{command!r}: {answer or 'no answer'}")
+
+
+def _runtime(admin_socket: Path, command: str) -> str:
+    answer = socket_command(admin_socket, command).strip()
+    if answer:
+        raise RuntimeCommandFailed(f"{command!r}: {answer}")
+    return answer
+
+
+def runtime_set_state(admin_socket: Path, backend: str, name: str, state: str) -> None:
+    """``set server BACKEND/NAME state ready|drain|maint`` (maint: no new requests)."""
+    _runtime(admin_socket, f"set server {backend}/{name} state {state}")
+
+
+def runtime_del_server(admin_socket: Path, backend: str, name: str) -> bool:
+    """Delete a server in maintenance; False while it still has connections (retry later)."""
+    command = f"del server {backend}/{name}"
+    answer = socket_command(admin_socket, command).strip()
+    if "deleted" in answer.lower() or "no such" in answer.lower():
+        return True
+    if "connection" in answer.lower() or "queue" in answer.lower():
+        return False
+    raise RuntimeCommandFailed(f"{command!r}: {answer or 'no answer'}")

@@ -251,3 +251,20 @@ def alive_backends(members: Iterable[Member]) -> ParseResult:
         names.add(member.name)
         result.members.append(member)
     return result
+
+
+def member_from_rpc(name: object, addr: bytes, tags: object, status: object) -> Member:
+    """Validate a member as Serf's RPC gives it (``Addr``: 4 or 16 bytes of IP)."""
+    label = name if isinstance(name, str) else "?"
+    if not isinstance(name, str):
+        raise InvalidMember(f"member name is not a string: {_printable(str(name))}")
+    if len(addr) not in (4, 16):
+        raise InvalidMember(f"member {_printable(label)}: address of {len(addr)} bytes")
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise InvalidMember(f"member {_printable(label)}: tags are not strings")
+    return make_member(name, ip.compressed, tags, str(status))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FAKE_HAPROXY, FAKE_SERF, make_executable
+from helpers import FAKE_HAPROXY, FAKE_SERF, Cluster, make_executable
 from hypothesis import configuration as hypothesis_configuration
 
 # Hypothesis keeps its example database and caches in ./.hypothesis by default:
@@ -45,3 +45,8 @@ def _no_console(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("LBCLUSTER_") or key == "SERF_EVENT":
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, short_tmp: Path, fake_serf: Path, fake_haproxy: Path) -> Cluster:
+    return Cluster(tmp_path, short_tmp, fake_serf, fake_haproxy)

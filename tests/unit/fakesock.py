@@ -84,3 +84,49 @@ class FakeMaster:
                 self.failed += 1
             return ""
         return f"Unknown command: '{command}'\n"
+
+
+class FakeAdmin:
+    """HAProxy's admin socket for the servers of one backend, as the Runtime API sees them.
+
+    ``servers`` maps a name to ``[address:port, status]``. ``busy`` names
+    servers that still have connections (``del server`` refuses them);
+    ``refuse`` is a command prefix answered with an error.
+    """
+
+    HEADER = "# pxname,svname,status,addr,scur,stot,check_status,lastchg,"
+
+    def __init__(self, servers: dict[str, str] | None = None, backend: str = "nodes") -> None:
+        self.backend = backend
+        self.servers = {n: [a, "UP"] for n, a in (servers or {}).items()}
+        self.busy: set[str] = set()
+        self.refuse = ""
+
+    def __call__(self, command: str) -> str:  # noqa: PLR0911 - one branch per command
+        if self.refuse and command.startswith(self.refuse):
+            return "No such backend.\n"
+        words = command.split()
+        target = words[2] if len(words) > 2 else ""
+        name = target.partition("/")[2]
+        if command == "show stat":
+            rows = [f"{self.backend},{n},{s},{a},0,0,L7OK,1," for n, (a, s) in self.servers.items()]
+            return "\n".join([self.HEADER, *rows]) + "\n"
+        if words[:2] == ["add", "server"]:
+            self.servers[name] = [words[3], "MAINT"]
+            return "New server registered.\n"
+        if words[:2] == ["enable", "server"] or command.endswith("state ready"):
+            self.servers[name][1] = "UP"
+            return ""
+        if words[:2] == ["enable", "health"]:
+            return ""
+        if command.endswith("state maint"):
+            self.servers[name][1] = "MAINT"
+            return ""
+        if words[:2] == ["del", "server"]:
+            if name not in self.servers:
+                return "No such server.\n"
+            if name in self.busy:
+                return "Server still has connections attached to it, cannot remove it.\n"
+            del self.servers[name]
+            return "Server deleted.\n"
+        return f"Unknown command: '{command}'\n"

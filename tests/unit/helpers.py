@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import re
 import stat
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import pytest
+
+from lbcluster.handler import main
+from lbcluster.members import Member
+from lbcluster.paths import Paths
+from lbcluster.render import render_config
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "haproxy.cfg.j2"
@@ -112,3 +121,86 @@ def serf_member(
 
 def members_json(*items: dict[str, Any]) -> str:
     return json.dumps({"members": list(items)})
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+class Cluster:
+    """A balancer's files under tmp_path, with fake serf and haproxy next to them."""
+
+    def __init__(self, root: Path, sockets: Path, serf: Path, haproxy: Path) -> None:
+        self.root = root
+        self.bin = serf.parent
+        self.env = {
+            "LBCLUSTER_NODES_DIR": str(root / "nodes"),
+            "LBCLUSTER_EVENT_LOG": str(root / "log" / "serf.log"),
+            "LBCLUSTER_TEMPLATE": str(TEMPLATE),
+            "LBCLUSTER_SETTINGS": str(root / "etc" / "settings.json"),
+            "LBCLUSTER_BOOTSTRAP_CONFIG": str(root / "etc" / "haproxy.cfg"),
+            "LBCLUSTER_LIVE_CONFIG": str(root / "live" / "haproxy.cfg"),
+            "LBCLUSTER_LOCK": str(root / "run" / "handler.lock"),
+            "LBCLUSTER_STATE": str(root / "run" / "state.json"),
+            "LBCLUSTER_ADMIN_SOCKET": str(sockets / "admin.sock"),
+            "LBCLUSTER_MASTER_SOCKET": str(sockets / "master.sock"),
+            "LBCLUSTER_HAPROXY_BIN": str(haproxy),
+            "LBCLUSTER_SERF_BIN": str(serf),
+            "LBCLUSTER_SERF_RPC_ADDR": "127.0.0.1:7373",
+        }
+        self.paths = Paths.from_env(self.env)
+        self.paths.settings.parent.mkdir(parents=True)
+        self.paths.settings.write_text(json.dumps(SETTINGS, indent=2) + "\n")
+        self.members()
+
+    def members(self, *items: dict[str, Any]) -> None:
+        (self.bin / "members.json").write_text(members_json(*items))
+
+    def run(self, event: str | None, stdin: str = "", *argv: str) -> int:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in self.env.items():
+                mp.setenv(key, value)
+            if event is None:
+                mp.delenv("SERF_EVENT", raising=False)
+            else:
+                mp.setenv("SERF_EVENT", event)
+            return main(list(argv), io.StringIO(stdin))
+
+    def log(self) -> list[str]:
+        """serf.log without the timestamps (checked to be there)."""
+        try:
+            lines = self.paths.event_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        assert all(STAMP.match(line) for line in lines), lines
+        return [STAMP.sub("", line) for line in lines]
+
+    def nodes(self) -> dict[str, str]:
+        d = self.paths.nodes_dir
+        return {p.name: p.read_text() for p in sorted(d.iterdir())} if d.exists() else {}
+
+    def live(self) -> str | None:
+        try:
+            return self.paths.live_config.read_text()
+        except FileNotFoundError:
+            return None
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.paths.state.read_text())
+
+    def serf_calls(self) -> list[str]:
+        try:
+            return (self.bin / "serf.calls").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def haproxy_fails(self, message: str) -> None:
+        (self.bin / "haproxy.fail").write_text(message)
+
+    def expected_config(self, *names_addrs: tuple[str, str]) -> str:
+        members = [Member(n, a, "backend", 3000) for n, a in names_addrs]
+        return render_config(TEMPLATE, SETTINGS, members)
+
+
+def servers(config: str | None) -> list[str]:
+    assert config is not None
+    return [line.strip() for line in config.splitlines() if line.lstrip().startswith("server ")]

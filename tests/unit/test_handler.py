@@ -2,114 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakesock import FakeMaster, FakeSocket
-from helpers import SETTINGS, TEMPLATE, members_json, serf_member
+from fakesock import FakeAdmin, FakeMaster, FakeSocket
+from helpers import SETTINGS, STAMP, Cluster, serf_member, servers
 
 from lbcluster import handler as handler_mod
-from lbcluster.handler import EXIT_ERROR, EXIT_OK, EXIT_USAGE, EventLog, main, update_state
+from lbcluster.handler import EXIT_ERROR, EXIT_OK, EXIT_USAGE, EventLog, update_state
 from lbcluster.members import Member
-from lbcluster.paths import Paths
-from lbcluster.render import render_config
-
-STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 HA = serf_member("ha", "172.18.0.2:7946", role="balancer", port=None)
 S1 = serf_member("s1", "172.18.0.3:7946")
 S2 = serf_member("s2", "172.18.0.4:7946")
 S1_LINE = "s1\t172.18.0.3\t\trole=backend,port=3000"
 S2_LINE = "s2\t172.18.0.4\t\trole=backend,port=3000"
-
-
-class Cluster:
-    """A balancer's files under tmp_path, with fake serf and haproxy next to them."""
-
-    def __init__(self, root: Path, sockets: Path, serf: Path, haproxy: Path) -> None:
-        self.root = root
-        self.bin = serf.parent
-        self.env = {
-            "LBCLUSTER_NODES_DIR": str(root / "nodes"),
-            "LBCLUSTER_EVENT_LOG": str(root / "log" / "serf.log"),
-            "LBCLUSTER_TEMPLATE": str(TEMPLATE),
-            "LBCLUSTER_SETTINGS": str(root / "etc" / "settings.json"),
-            "LBCLUSTER_BOOTSTRAP_CONFIG": str(root / "etc" / "haproxy.cfg"),
-            "LBCLUSTER_LIVE_CONFIG": str(root / "live" / "haproxy.cfg"),
-            "LBCLUSTER_LOCK": str(root / "run" / "handler.lock"),
-            "LBCLUSTER_STATE": str(root / "run" / "state.json"),
-            "LBCLUSTER_ADMIN_SOCKET": str(sockets / "admin.sock"),
-            "LBCLUSTER_MASTER_SOCKET": str(sockets / "master.sock"),
-            "LBCLUSTER_HAPROXY_BIN": str(haproxy),
-            "LBCLUSTER_SERF_BIN": str(serf),
-            "LBCLUSTER_SERF_RPC_ADDR": "127.0.0.1:7373",
-        }
-        self.paths = Paths.from_env(self.env)
-        self.paths.settings.parent.mkdir(parents=True)
-        self.paths.settings.write_text(json.dumps(SETTINGS, indent=2) + "\n")
-        self.members()
-
-    def members(self, *items: dict[str, Any]) -> None:
-        (self.bin / "members.json").write_text(members_json(*items))
-
-    def run(self, event: str | None, stdin: str = "", *argv: str) -> int:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in self.env.items():
-                mp.setenv(key, value)
-            if event is None:
-                mp.delenv("SERF_EVENT", raising=False)
-            else:
-                mp.setenv("SERF_EVENT", event)
-            return main(list(argv), io.StringIO(stdin))
-
-    def log(self) -> list[str]:
-        """serf.log without the timestamps (checked to be there)."""
-        try:
-            lines = self.paths.event_log.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        assert all(STAMP.match(line) for line in lines), lines
-        return [STAMP.sub("", line) for line in lines]
-
-    def nodes(self) -> dict[str, str]:
-        d = self.paths.nodes_dir
-        return {p.name: p.read_text() for p in sorted(d.iterdir())} if d.exists() else {}
-
-    def live(self) -> str | None:
-        try:
-            return self.paths.live_config.read_text()
-        except FileNotFoundError:
-            return None
-
-    def state(self) -> dict[str, Any]:
-        return json.loads(self.paths.state.read_text())
-
-    def serf_calls(self) -> list[str]:
-        try:
-            return (self.bin / "serf.calls").read_text().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def haproxy_fails(self, message: str) -> None:
-        (self.bin / "haproxy.fail").write_text(message)
-
-    def expected_config(self, *names_addrs: tuple[str, str]) -> str:
-        members = [Member(n, a, "backend", 3000) for n, a in names_addrs]
-        return render_config(TEMPLATE, SETTINGS, members)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, short_tmp: Path, fake_serf: Path, fake_haproxy: Path) -> Cluster:
-    return Cluster(tmp_path, short_tmp, fake_serf, fake_haproxy)
-
-
-def servers(config: str | None) -> list[str]:
-    assert config is not None
-    return [line.strip() for line in config.splitlines() if line.lstrip().startswith("server ")]
 
 
 # --- member events ----------------------------------------------------------
@@ -463,13 +373,11 @@ def test_update_state(tmp_path: Path) -> None:
 # --- Runtime API fast path ---------------------------------------------------
 
 
-def _admin(refuse: str = "") -> Any:
-    def respond(command: str) -> str:
-        if refuse and command.startswith(refuse):
-            return "No such backend.\n"
-        return "New server registered.\n" if command.startswith("add server") else ""
-
-    return respond
+S1_SERVER = {"s1": "172.18.0.3:3000"}
+ADD_S2 = (
+    "add server nodes/s2 172.18.0.4:3000 check inter 500ms fastinter 250ms downinter 500ms"
+    " rise 1 fall 2"
+)
 
 
 def test_added_backend_goes_live_through_the_runtime_api_without_reload(
@@ -480,13 +388,13 @@ def test_added_backend_goes_live_through_the_runtime_api_without_reload(
     cluster.members(HA, S1, S2)
     master = FakeMaster("ok")
     with (
-        FakeSocket(cluster.paths.admin_socket, _admin()) as admin,
+        FakeSocket(cluster.paths.admin_socket, FakeAdmin(S1_SERVER)) as admin,
         FakeSocket(cluster.paths.master_socket, master) as fake_master,
     ):
         assert cluster.run("member-join", S2_LINE) == EXIT_OK
     assert admin.commands == [
-        "add server nodes/s2 172.18.0.4:3000 check inter 500ms fastinter 250ms downinter 500ms"
-        " rise 1 fall 2",
+        "show stat",
+        ADD_S2,
         "enable health nodes/s2",
         "enable server nodes/s2",
     ]
@@ -501,13 +409,63 @@ def test_added_backend_goes_live_through_the_runtime_api_without_reload(
     assert cluster.state()["runtime_adds"] == 1
 
 
+def test_departed_backend_leaves_through_the_runtime_api_without_reload(
+    cluster: Cluster,
+) -> None:
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    cluster.members(HA, S1)
+    admin = FakeAdmin({**S1_SERVER, "s2": "172.18.0.4:3000"})
+    with (
+        FakeSocket(cluster.paths.admin_socket, admin) as sock,
+        FakeSocket(cluster.paths.master_socket, FakeMaster("ok")) as fake_master,
+    ):
+        assert cluster.run("member-leave", S2_LINE) == EXIT_OK
+    assert sock.commands == ["show stat", "set server nodes/s2 state maint", "del server nodes/s2"]
+    assert fake_master.commands == [], "no reload"
+    assert "runtime: removed s2 without a reload" in cluster.log()[-3]
+    assert set(admin.servers) == {"s1"}
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000"]
+    assert set(cluster.nodes()) == {"s1"}
+    assert cluster.state()["runtime_removals"] == 1
+
+
+def test_busy_server_is_deleted_later_and_revived_if_it_comes_back(
+    cluster: Cluster,
+) -> None:
+    from lbcluster.handler import Handler  # noqa: PLC0415
+
+    cluster.members(HA, S1, S2)
+    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+    handler = Handler(cluster.paths, EventLog(cluster.paths.event_log))
+    s1, s2 = (
+        Member(n, a, "backend", 3000) for n, a in (("s1", "172.18.0.3"), ("s2", "172.18.0.4"))
+    )
+    admin = FakeAdmin({**S1_SERVER, "s2": "172.18.0.4:3000"})
+    admin.busy.add("s2")
+    with FakeSocket(cluster.paths.admin_socket, admin):
+        handler.apply([s1])
+        assert admin.servers["s2"][1] == "MAINT", "no new request goes to s2"
+        assert handler.drained == {"s2"}, "deleted once its connections are gone"
+        handler.apply([s1, s2])  # back before it was deleted: in rotation again
+        assert admin.servers["s2"][1] == "UP"
+        assert handler.drained == set()
+        handler.apply([s1])
+        admin.busy.clear()
+        handler.apply([s1])
+    assert set(admin.servers) == {"s1"}
+    assert handler.drained == set()
+
+
 def test_refused_runtime_command_falls_back_to_a_reload(cluster: Cluster) -> None:
     cluster.members(HA, S1)
     assert cluster.run("member-join", S1_LINE) == EXIT_OK
     cluster.members(HA, S1, S2)
     master = FakeMaster("ok")
+    admin = FakeAdmin(S1_SERVER)
+    admin.refuse = "add server"
     with (
-        FakeSocket(cluster.paths.admin_socket, _admin(refuse="add server")),
+        FakeSocket(cluster.paths.admin_socket, admin),
         FakeSocket(cluster.paths.master_socket, master) as fake_master,
     ):
         assert cluster.run("member-join", S2_LINE) == EXIT_OK
@@ -515,20 +473,41 @@ def test_refused_runtime_command_falls_back_to_a_reload(cluster: Cluster) -> Non
     assert any(line.startswith("runtime: 'add server nodes/s2") for line in cluster.log())
 
 
-def test_removal_and_settings_changes_reload(cluster: Cluster) -> None:
-    cluster.members(HA, S1, S2)
-    assert cluster.run("member-join", S1_LINE + "\n" + S2_LINE) == EXIT_OK
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"sticky_sessions": True}, "add server refuses cookie"),
+        ({}, "address changed"),
+    ],
+)
+def test_changes_the_runtime_api_cannot_make_reload(
+    cluster: Cluster, change: dict[str, Any], reason: str
+) -> None:
+    cluster.paths.settings.write_text(json.dumps({**SETTINGS, **change}))
     cluster.members(HA, S1)
-    master = FakeMaster("ok")
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    cluster.members(HA, S1, S2)
+    running = {"s1": "172.18.0.99:3000"} if reason == "address changed" else S1_SERVER
     with (
-        FakeSocket(cluster.paths.admin_socket, _admin()) as admin,
-        FakeSocket(cluster.paths.master_socket, master) as fake_master,
+        FakeSocket(cluster.paths.admin_socket, FakeAdmin(running)) as admin,
+        FakeSocket(cluster.paths.master_socket, FakeMaster("ok")) as fake_master,
     ):
-        assert cluster.run("member-leave", S2_LINE) == EXIT_OK
-        cluster.members(HA, S1, S2)
+        assert cluster.run("member-join", S2_LINE) == EXIT_OK
+    assert not any(c.startswith(("add", "set", "del")) for c in admin.commands), reason
+    assert fake_master.commands.count("reload") == 1, reason
+
+
+def test_render_command_always_reloads(cluster: Cluster) -> None:
+    cluster.members(HA, S1)
+    assert cluster.run("member-join", S1_LINE) == EXIT_OK
+    with (
+        FakeSocket(cluster.paths.admin_socket, FakeAdmin(S1_SERVER)) as admin,
+        FakeSocket(cluster.paths.master_socket, FakeMaster("ok")) as fake_master,
+    ):
+        cluster.paths.settings.write_text(json.dumps({**SETTINGS, "retries": 5}))
         assert cluster.run(None, "", "render") == EXIT_OK
-    assert admin.commands == [], "removals and `render` never use the fast path"
-    assert fake_master.commands.count("reload") == 2
+    assert admin.commands == [], "`render` (a settings change) never uses the Runtime API"
+    assert fake_master.commands.count("reload") == 1
 
 
 def test_template_error_keeps_the_last_good_config(cluster: Cluster) -> None:

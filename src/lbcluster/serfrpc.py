@@ -1,0 +1,174 @@
+"""A small client of the Serf agent's RPC protocol (msgpack over TCP).
+
+The membership handler keeps one connection streaming events and another
+for ``members`` queries, so an event reaches it without Serf forking a
+process, and reading the membership costs a round trip, not a ``serf``
+process. Protocol: https://github.com/hashicorp/serf/blob/master/website/
+source/docs/agent/rpc.html.markdown (request header ``{Command, Seq}``,
+response header ``{Seq, Error}``, each optionally followed by a body).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import msgpack
+
+from .members import InvalidMember, ParseResult, member_from_rpc
+from .serfcli import SerfUnavailable
+
+# Every member event, and user events (the join hint).
+STREAM_TYPES = "member-join,member-leave,member-failed,member-update,member-reap,user"
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SerfUnavailable(f"Serf RPC address {addr!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
+class SerfRPC:
+    """One RPC connection: handshake and auth on connect, then commands or a stream."""
+
+    def __init__(self, addr: str, auth: str = "", timeout: float = 5.0) -> None:
+        self.addr = addr
+        self._seq = 0
+        self._stream_seq = -1
+        # Serf writes strings and byte arrays (addresses, payloads) alike as
+        # msgpack raw: keep undecodable bytes losslessly (see _bytes()).
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape")
+        try:
+            self._sock = socket.create_connection(split_addr(addr), timeout=timeout)
+        except OSError as exc:
+            raise SerfUnavailable(f"cannot connect to the Serf agent at {addr}: {exc}") from None
+        try:
+            self.request("handshake", {"Version": 1})
+            if auth:
+                self.request("auth", {"AuthKey": auth})
+        except SerfUnavailable:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> SerfRPC:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, command: str, body: dict[str, Any] | None) -> int:
+        seq = self._seq
+        self._seq += 1
+        data = msgpack.packb({"Command": command, "Seq": seq})
+        if body is not None:
+            data += msgpack.packb(body)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: {command}: {exc}") from None
+        return seq
+
+    def read(self, timeout: float | None = None) -> Any:
+        """The next msgpack object; TimeoutError when none arrives in ``timeout`` s.
+
+        A timeout loses nothing: partial data stays in the unpacker.
+        """
+        while True:
+            try:
+                return next(self._unpacker)
+            except StopIteration:
+                pass
+            self._sock.settimeout(timeout)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise SerfUnavailable(f"Serf agent at {self.addr}: {exc}") from None
+            if not data:
+                raise SerfUnavailable(f"Serf agent at {self.addr} closed the connection")
+            self._unpacker.feed(data)
+
+    def _header(self, command: str, seq: int, timeout: float | None) -> None:
+        try:
+            header = self.read(timeout)
+        except TimeoutError:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: no answer to {command}") from None
+        if not isinstance(header, dict) or header.get("Seq") != seq:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: unexpected answer to {command}")
+        if header.get("Error"):
+            raise SerfUnavailable(f"Serf agent at {self.addr}: {command}: {header['Error']}")
+
+    def request(
+        self, command: str, body: dict[str, Any] | None = None, *, answer: bool = False
+    ) -> Any:
+        """Send a command, check its header and return its body (``answer=True``) or None."""
+        seq = self._send(command, body)
+        self._header(command, seq, 5.0)
+        if not answer:
+            return None
+        try:
+            return self.read(5.0)
+        except TimeoutError:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: {command}: no body") from None
+
+    def members(self) -> ParseResult:
+        """Every member the agent knows (any status), validated one by one."""
+        body = self.request("members", answer=True)
+        raw = body.get("Members") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            raise SerfUnavailable(f"Serf agent at {self.addr}: members: no member list")
+        return parse_rpc_members(raw)
+
+    def subscribe(self, types: str = STREAM_TYPES) -> None:
+        """Start streaming events on this connection (then only next_event() is used)."""
+        self._stream_seq = self._send("stream", {"Type": types})
+        self._header("stream", self._stream_seq, 5.0)
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        """The next streamed event's body, or None if none came within ``timeout`` s."""
+        try:
+            header = self.read(timeout)
+        except TimeoutError:
+            return None
+        if not isinstance(header, dict) or header.get("Seq") != self._stream_seq:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: unexpected stream message")
+        try:
+            body = self.read(5.0)
+        except TimeoutError:
+            raise SerfUnavailable(f"Serf agent at {self.addr}: event without a body") from None
+        return body if isinstance(body, dict) else {}
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    raise InvalidMember(f"address is not a byte string: {type(value).__name__}")
+
+
+def parse_rpc_members(raw: list[Any]) -> ParseResult:
+    """Validate the ``Members`` of an RPC answer or event, refusing bad ones one by one."""
+    result = ParseResult()
+    for item in raw:
+        try:
+            if not isinstance(item, dict):
+                raise InvalidMember("member entry is not a map")
+            result.members.append(
+                member_from_rpc(
+                    item.get("Name"),
+                    _bytes(item.get("Addr", b"")),
+                    item.get("Tags"),
+                    item.get("Status"),
+                )
+            )
+        except InvalidMember as exc:
+            result.refused.append(str(exc))
+    return result

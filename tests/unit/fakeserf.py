@@ -1,0 +1,99 @@
+"""A fake Serf agent speaking the RPC protocol (msgpack over TCP) from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import socketserver
+import threading
+from types import TracebackType
+from typing import Any
+
+import msgpack
+
+
+def rpc_member(name: str, ip: str, role: str = "backend", port: int | None = 3000) -> dict:
+    """A member as Serf's RPC encodes it: the address as 16 bytes (IPv4-mapped)."""
+    tags = {"role": role} | ({"port": str(port)} if port is not None else {})
+    addr = ipaddress.IPv6Address(f"::ffff:{ip}").packed
+    return {"Name": name, "Addr": addr, "Port": 7946, "Tags": tags, "Status": "alive"}
+
+
+class FakeSerfAgent:
+    """Answers handshake, auth, members and stream; ``push()`` sends an event to streams."""
+
+    def __init__(self, auth: str = "token") -> None:
+        self.auth = auth
+        self.members: list[dict[str, Any]] = []
+        self.commands: list[str] = []
+        self.streams: list[tuple[socket.socket, int]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer.serve(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    def serve(self, sock: socket.socket) -> None:
+        unpacker = msgpack.Unpacker(raw=False)
+        bodies = {"handshake", "auth", "stream", "event"}
+        pending: str | None = None
+        seq = 0
+        while data := sock.recv(65536):
+            unpacker.feed(data)
+            for obj in unpacker:
+                if pending is not None:  # obj: the body of the pending command
+                    self.answer(sock, pending, seq, obj)
+                    pending = None
+                    continue
+                with self.lock:
+                    self.commands.append(obj["Command"])
+                if obj["Command"] in bodies:
+                    pending, seq = obj["Command"], obj["Seq"]
+                else:
+                    self.answer(sock, obj["Command"], obj["Seq"], None)
+
+    def answer(self, sock: socket.socket, command: str, seq: int, body: Any) -> None:
+        error = ""
+        if command == "auth" and body.get("AuthKey") != self.auth:
+            error = "Invalid authentication token"
+        if command not in {"handshake", "auth", "members", "stream"}:
+            error = f"Unsupported command: {command}"
+        out = msgpack.packb({"Seq": seq, "Error": error})
+        if command == "members" and not error:
+            out += msgpack.packb({"Members": self.members})
+        if command == "stream" and not error:
+            with self.lock:  # registered before the client learns it is streaming
+                self.streams.append((sock, seq))
+        sock.sendall(out)
+
+    def push(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            for sock, seq in self.streams:
+                sock.sendall(msgpack.packb({"Seq": seq, "Error": ""}) + msgpack.packb(event))
+
+    def __enter__(self) -> FakeSerfAgent:
+        self.thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self.lock:
+            for sock, _ in self.streams:
+                with contextlib.suppress(OSError):  # wakes the thread blocked in recv
+                    sock.shutdown(socket.SHUT_RDWR)
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)

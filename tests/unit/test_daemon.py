@@ -1,0 +1,111 @@
+"""lbcluster.daemon: the handler service, fed by a fake Serf agent's RPC event stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+from fakeserf import FakeSerfAgent, rpc_member
+from fakesock import FakeAdmin, FakeMaster, FakeSocket
+from helpers import Cluster, servers
+
+from lbcluster.daemon import Daemon
+from lbcluster.handler import EventLog, Handler
+
+HA = rpc_member("ha", "172.18.0.2", role="balancer", port=None)
+S1 = rpc_member("s1", "172.18.0.3")
+S2 = rpc_member("s2", "172.18.0.4")
+
+
+def eventually(probe: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+class Running:
+    def __init__(self, cluster: Cluster, agent: FakeSerfAgent, admin: FakeAdmin) -> None:
+        self.cluster = cluster
+        self.agent = agent
+        self.admin = admin
+        self.master = FakeMaster("ok")
+
+
+@pytest.fixture
+def running(cluster: Cluster) -> Iterator[Running]:
+    admin = FakeAdmin({"s1": "172.18.0.3:3000"})
+    with FakeSerfAgent() as agent:
+        agent.members = [HA, S1]
+        paths = replace(cluster.paths, serf_rpc_addr=agent.addr)
+        run = Running(cluster, agent, admin)
+        with (
+            FakeSocket(paths.admin_socket, admin),
+            FakeSocket(paths.master_socket, run.master) as master_sock,
+        ):
+            run.master_sock = master_sock  # type: ignore[attr-defined]
+            log = EventLog(paths.event_log)
+            daemon = Daemon(Handler(paths, log), paths, log, "token", reconcile_s=0.3)
+            thread = threading.Thread(target=daemon.run, daemon=True)
+            thread.start()
+            eventually(
+                lambda: servers(cluster.live() or "server x") == ["server s1 172.18.0.3:3000"]
+            )
+            yield run
+            daemon.stopping.set()
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+
+
+def test_a_streamed_join_goes_live_at_once_and_the_file_follows(running: Running) -> None:
+    cluster, agent, admin = running.cluster, running.agent, running.admin
+    agent.members = [HA, S1, S2]
+    agent.push({"Event": "member-join", "Members": [S2]})
+    eventually(lambda: admin.servers.get("s2") == ["172.18.0.4:3000", "UP"])
+    eventually(lambda: set(cluster.nodes()) == {"s1", "s2"})
+    assert servers(cluster.live()) == ["server s1 172.18.0.3:3000", "server s2 172.18.0.4:3000"]
+    assert "reload" not in running.master_sock.commands  # type: ignore[attr-defined]
+    log = cluster.log()
+    assert log[0] == f"serf: watching the agent's events at {agent.addr}"
+    assert "member-join: s2 172.18.0.4 port=3000 role=backend" in log
+    assert any(line.startswith("runtime: added s2 without a reload, live ") for line in log)
+
+
+def test_a_change_serf_never_announced_is_reconciled(running: Running) -> None:
+    running.agent.members = [HA, S2]  # s1 gone and s2 come, and no event said so
+    eventually(lambda: set(running.admin.servers) == {"s2"})
+    eventually(lambda: set(running.cluster.nodes()) == {"s2"})
+    assert "runtime: added s2; removed s1 without a reload" in " ".join(running.cluster.log())
+
+
+def test_a_malformed_event_is_refused_and_the_next_one_handled(running: Running) -> None:
+    running.agent.push({"Event": "bogus\n; rm -rf /", "Members": "x"})
+    running.agent.push({"Event": "member-join", "Members": "not a list"})
+    running.agent.members = [HA, S1, S2]
+    running.agent.push({"Event": "user", "Name": "lbcluster-hint", "Payload": b""})
+    eventually(lambda: "s2" in running.admin.servers)
+    log = running.cluster.log()
+    assert "refused: event 'bogus\\n; rm -rf /' from the Serf stream: not a Serf event" in log
+    assert "refused: member-join event without a member list" in log
+    assert "user: join hint, reading the live membership" in log
+    assert running.cluster.state()["refused"] == 2
+
+
+def test_it_waits_for_the_agent_and_says_so_once(cluster: Cluster) -> None:
+    with FakeSerfAgent() as agent:
+        addr = agent.addr  # nothing listens there any more
+    paths = replace(cluster.paths, serf_rpc_addr=addr)
+    log = EventLog(paths.event_log)
+    daemon = Daemon(Handler(paths, log), paths, log, "token", reconcile_s=0.3)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    time.sleep(2.5)  # a few retries (one per second)
+    daemon.stopping.set()
+    thread.join(timeout=5)
+    lines = cluster.log()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"serf: cannot connect to the Serf agent at {addr}")
+    assert lines[0].endswith("retrying every 1 s")
