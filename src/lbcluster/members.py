@@ -226,30 +226,47 @@ def parse_event_lines(lines: Iterable[str]) -> ParseResult:
     return result
 
 
-def alive_backends(members: Iterable[Member]) -> ParseResult:
+def alive_backends(
+    members: Iterable[Member], joined: Mapping[str, int] | None = None
+) -> ParseResult:
     """The backends that should receive traffic, sorted by name.
 
     Two backends claiming the same name, or the same address and port, would
-    make HAProxy count one server twice: the first is kept, the other refused.
+    make HAProxy count one server twice: one is kept, the other refused. For
+    a shared endpoint the latest to join wins (``joined``: a rank per name,
+    higher is later), because Docker gives the address of a dead container
+    to a new one while Serf still calls the dead one alive; without ranks,
+    or on a tie, the first by name wins. For a shared name, the first wins.
     """
     result = ParseResult()
-    seen: dict[str, str] = {}
     names: set[str] = set()
+    claims: dict[str, list[Member]] = {}
     for member in sorted(members):
         if member.role != ROLE_BACKEND or member.status != "alive":
             continue
         if member.name in names:
             result.refused.append(f"member {member.name}: name listed twice")
             continue
-        owner = seen.get(member.endpoint)
-        if owner is not None:
-            result.refused.append(
-                f"member {member.name}: endpoint {member.endpoint} already used by {owner}"
-            )
-            continue
-        seen[member.endpoint] = member.name
         names.add(member.name)
-        result.members.append(member)
+        claims.setdefault(member.endpoint, []).append(member)
+    rank = joined or {}
+    for endpoint, claimants in claims.items():
+        winner = claimants[0]  # claimants are in name order: on a tie, the first stays
+        for member in claimants[1:]:
+            if rank.get(member.name, 0) > rank.get(winner.name, 0):
+                winner = member
+        result.members.append(winner)
+        for member in claimants:
+            if member is not winner:
+                result.refused.append(
+                    f"member {member.name}: endpoint {endpoint} already used by {winner.name}"
+                    + (
+                        " (which joined later)"
+                        if rank.get(winner.name, 0) > rank.get(member.name, 0)
+                        else ""
+                    )
+                )
+    result.members.sort()
     return result
 
 

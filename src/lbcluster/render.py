@@ -43,20 +43,36 @@ def server_entries(backends: Iterable[Member]) -> list[dict[str, Any]]:
     ]
 
 
-def render_config(template: Path, settings: Mapping[str, Any], backends: Iterable[Member]) -> str:
+_compiled: dict[tuple[Path, int], Any] = {}
+
+
+def _template(template: Path) -> Any:
+    """The compiled template, compiled again only when the file changes."""
     import jinja2  # noqa: PLC0415 - imported late: the Runtime API fast path needs no Jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template.parent)),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - renders an HAProxy config, not HTML
-    )
-    try:
-        return env.get_template(template.name).render(
-            settings=dict(settings), servers=server_entries(backends)
+    key = (template, template.stat().st_mtime_ns)
+    if key not in _compiled:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(template.parent)),
+            trim_blocks=True,
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701 - renders an HAProxy config, not HTML
         )
+        _compiled.clear()
+        _compiled[key] = env.get_template(template.name)
+    return _compiled[key]
+
+
+def render_config(template: Path, settings: Mapping[str, Any], backends: Iterable[Member]) -> str:
+    import jinja2  # noqa: PLC0415
+
+    try:
+        return str(
+            _template(template).render(settings=dict(settings), servers=server_entries(backends))
+        )
+    except FileNotFoundError:
+        raise TemplateError(f"{template}: TemplateNotFound: no such file") from None
     except jinja2.TemplateError as exc:
         lineno = getattr(exc, "lineno", None)
         where = f"{template}:{lineno}" if lineno else str(template)

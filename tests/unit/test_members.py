@@ -516,6 +516,16 @@ def test_alive_backends_refuses_duplicate_endpoints() -> None:
     assert result.refused == ["member s2: endpoint 10.0.0.1:3000 already used by s1"]
 
 
+def test_alive_backends_shared_endpoint_goes_to_the_latest_to_join() -> None:
+    # s1 was killed; Docker gave its address to s7 before Serf declared s1 failed.
+    members = [_backend("s1", "10.0.0.1"), _backend("s7", "10.0.0.1"), _backend("s2", "10.0.0.2")]
+    result = alive_backends(members, joined={"s1": 1, "s2": 2, "s7": 3})
+    assert [m.name for m in result.members] == ["s2", "s7"]
+    assert result.refused == [
+        "member s1: endpoint 10.0.0.1:3000 already used by s7 (which joined later)"
+    ]
+
+
 def test_alive_backends_duplicate_ipv6_endpoint_spelled_differently() -> None:
     result = alive_backends([_backend("a", "fd00::1"), _backend("b", "fd00:0::0:1")])
     assert [m.name for m in result.members] == ["a"]
