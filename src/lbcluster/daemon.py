@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .paths import Paths
 
 RETRY_S = 1.0
+# Servers added through the Runtime API become servers of the file by a
+# reload once the membership has not changed for this long (Handler.consolidate).
+CONSOLIDATE_S = 2.0
 
 
 class Daemon:
@@ -60,12 +63,15 @@ class Daemon:
         handler.members_source = query.members
         next_reconcile = time.monotonic()
         while not self.stopping.is_set():
-            due = min(next_reconcile, handler.file_due or next_reconcile)
+            consolidate_due = handler.last_change + CONSOLIDATE_S if handler.dynamic else None
+            due = min(t for t in (next_reconcile, handler.file_due, consolidate_due) if t)
             event = stream.next_event(max(0.01, min(1.0, due - time.monotonic())))
             if event is not None:
                 handler.started = time.monotonic()
                 self.guarded(lambda e=event: handler.stream_event(e))  # type: ignore[misc]
             now = time.monotonic()
+            if consolidate_due is not None and now >= consolidate_due:
+                self.guarded(handler.consolidate)
             if now >= next_reconcile or (handler.file_due is not None and now >= handler.file_due):
                 self.guarded(self.reconcile)
                 next_reconcile = time.monotonic() + self.reconcile_s

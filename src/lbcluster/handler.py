@@ -124,6 +124,15 @@ class Handler:
         self.log = log
         # When the event being handled arrived (None: no event, e.g. reconciling).
         self.started: float | None = STARTED
+        # Alive members in the order this handler first saw them (see alive_backends).
+        self.joined: dict[str, int] = {}
+        self.joins = 0
+        # Refusals of the membership standing since the last read (logged once).
+        self.refusing: set[str] = set()
+        # Servers added through the Runtime API since the last reload, and when
+        # the Runtime API last changed something (see consolidate()).
+        self.dynamic: set[str] = set()
+        self.last_change = 0.0
         # Servers this handler put in maintenance and has not deleted yet.
         self.drained: set[str] = set()
         # When the daemon defers the file after a Runtime API change: write it then.
@@ -137,11 +146,16 @@ class Handler:
             return " (found by reconciling)"
         return f", live {(time.monotonic() - self.started) * 1000:.0f} ms after the event"
 
-    def refuse(self, reasons: Sequence[str]) -> None:
-        for reason in reasons:
+    def refuse(self, reasons: Sequence[str], *, once: bool = False) -> None:
+        """Log refused inputs; ``once``: a reason still standing since the last call is not
+        logged again (the membership is read every second)."""
+        new = [r for r in reasons if r not in self.refusing] if once else list(reasons)
+        if once:
+            self.refusing = set(reasons)
+        for reason in new:
             self.log(f"refused: {reason}")
-        if reasons:
-            update_state(self.paths.state, refused_inc=len(reasons))
+        if new:
+            update_state(self.paths.state, refused_inc=len(new))
 
     def membership(self) -> list[Member]:
         """Alive, valid backends from the local agent, guarding against a transient view."""
@@ -149,9 +163,13 @@ class Handler:
             view = self.members_source()
         except SerfUnavailable as exc:
             raise HandlerError(f"cannot read the live membership: {exc}") from None
-        self.refuse(view.refused)
-        backends = alive_backends(view.members)
-        self.refuse(backends.refused)
+        alive = {m.name for m in view.members if m.status == "alive"}
+        self.joined = {n: r for n, r in self.joined.items() if n in alive}
+        if alive - self.joined.keys():  # first seen together: a tie
+            self.joins += 1
+            self.joined |= dict.fromkeys(alive - self.joined.keys(), self.joins)
+        backends = alive_backends(view.members, self.joined)
+        self.refuse(view.refused + backends.refused, once=True)
         others = [m for m in view.members if m.role != "balancer"]
         if not backends.members and not others and not view.refused:
             recorded, _ = read_nodes(self.paths.nodes_dir)
@@ -201,6 +219,7 @@ class Handler:
                 haproxy.runtime_add_server(
                     self.paths.admin_socket, backend, name, want[name], options
                 )
+                self.dynamic.add(name)
             for name in revived:
                 haproxy.runtime_set_state(self.paths.admin_socket, backend, name, "ready")
             for name in gone:
@@ -214,7 +233,9 @@ class Handler:
             for label, names in (("added", added), ("re-enabled", revived), ("removed", gone))
             if names
         ]
+        self.dynamic -= set(gone)
         if changes:
+            self.last_change = time.monotonic()
             self.log(f"runtime: {'; '.join(changes)} without a reload{self.since_event()}")
             update_state(
                 self.paths.state,
@@ -308,25 +329,50 @@ class Handler:
         if not self.paths.master_socket.exists():
             self.log("config: written; HAProxy is not running, it loads it when it starts")
             return
+        self.reload(backends, previous, self.since_event())
+
+    def reload(self, backends: list[Member], previous: str | None, why: str) -> None:
+        """Seamless reload; if it fails, ``previous`` (when given) is put back."""
         started = time.monotonic()
         try:
             proc = haproxy.reload(self.paths.master_socket)
         except (haproxy.ReloadFailed, OSError) as exc:
-            haproxy.restore_config(previous, self.paths.live_config)
+            if previous is not None:
+                haproxy.restore_config(previous, self.paths.live_config)
             raise HandlerError(f"reload failed: {exc}") from None
         elapsed = time.monotonic() - started
-        self.drained.clear()  # the new worker has exactly the servers of the file
+        # The new worker has exactly the servers of the file.
+        self.drained.clear()
+        self.dynamic.clear()
         update_state(
             self.paths.state,
             reloads_inc=1,
             last_reload=time.time(),
             last_servers=[m.name for m in backends],
         )
+        names = ", ".join(m.name for m in backends) or "none"
         self.log(
-            f"config: reloaded in {elapsed * 1000:.0f} ms{self.since_event()}"
+            f"config: reloaded in {elapsed * 1000:.0f} ms{why}"
             f" ({len(backends)} servers: {names};"
             f" worker {','.join(map(str, proc.workers))})"
         )
+
+    def consolidate(self) -> None:
+        """Reload, once quiet, to turn servers added through the Runtime API into
+        servers of the file.
+
+        HAProxy 2.6 reuses no connection to a server added at runtime: every
+        request opens a new one, which halves what the app can serve. After a
+        reload, idle connections are reused again.
+        """
+        if not self.dynamic or not self.paths.master_socket.exists():
+            return
+        self.started = None
+        backends = self.membership()
+        self.apply(backends, quiet=True)  # the file follows first (validated)
+        if self.dynamic:
+            added = ", ".join(sorted(self.dynamic))
+            self.reload(backends, None, f" to make {added} servers of the file (connection reuse)")
 
     def event(self, name: str, lines: list[str]) -> None:
         """One Serf event: ``lines`` as Serf gives a handler's stdin."""
@@ -399,7 +445,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         log = EventLog(paths.event_log, prefix="")
         handler = Handler(paths, log)
 
-        seconds = float(os.environ.get("LBCLUSTER_RECONCILE_SECONDS", "5"))
+        seconds = float(os.environ.get("LBCLUSTER_RECONCILE_SECONDS", "1"))
         Daemon(handler, paths, log, os.environ.get("SERF_RPC_AUTH", ""), seconds).run()
         return EXIT_OK  # not reached: the service runs until s6 stops it
     event = os.environ.get("SERF_EVENT", "")

@@ -142,9 +142,14 @@ def make_app(tag: str, host: str) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, port: int, drain_seconds: float) -> None:
+async def serve(
+    app: web.Application, port: int, drain_seconds: float, access_log: bool = False
+) -> None:
     runner = web.AppRunner(
-        app, access_log_format='%a "%r" %s %b %Tfs "%{User-Agent}i"', handle_signals=False
+        app,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        access_log_format='%a "%r" %s %b %Tfs "%{User-Agent}i"',
+        handle_signals=False,
     )
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=port, reuse_address=True)  # noqa: S104
@@ -172,7 +177,14 @@ def main() -> int:
     except ValueError as exc:
         print(f"lbcluster-webapp: bad WEBAPP_PORT or WEBAPP_DRAIN_SECONDS: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(make_app(tag, host), port, drain))
+    access_log = os.environ.get("WEBAPP_ACCESS_LOG", "off")
+    if access_log not in ("on", "off"):
+        print(
+            f"lbcluster-webapp: WEBAPP_ACCESS_LOG={access_log!r}: expected on or off",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(serve(make_app(tag, host), port, drain, access_log == "on"))
     return 0
 
 

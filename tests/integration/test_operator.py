@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Containers, http, scale
+from conftest import ROOT, Containers, http, scale, wait_until
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import screenshot  # the same code as `make screenshot`
@@ -51,12 +53,24 @@ def test_status_exits_non_zero_on_disagreement(cluster: Containers) -> None:
 
 
 def test_every_service_logs_to_docker_logs_with_its_name(cluster: Containers) -> None:
-    assert http("/")[0] == 200
-    ha_log = cluster.client.containers.get("ha").logs(tail=400).decode(errors="replace")
-    assert any(
-        line.startswith("haproxy: ") and '"GET / HTTP/1.1"' in line for line in ha_log.splitlines()
-    ), "HAProxy's access log"
-    assert "\nhandler: " in ha_log
+    marker = f"/logged-{time.monotonic_ns()}"
+    assert http(marker)[0] == 404
+    # A request HAProxy cannot parse is an error: the access log shows it
+    # (by default it leaves out the requests that went well).
+    with socket.create_connection(("127.0.0.1", 8080), timeout=5) as sock:
+        sock.sendall(b"GET /\x01bad HTTP/1.1\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 400")
+
+    def ha_log() -> list[str]:
+        text = cluster.client.containers.get("ha").logs(tail=400).decode(errors="replace")
+        return text.splitlines()
+
+    wait_until(
+        lambda: any(line.startswith("haproxy: ") and "<BADREQ>" in line for line in ha_log()),
+        10,
+    )
+    assert not any(marker in line for line in ha_log()), "a request that went well: not logged"
+    assert any(line.startswith("handler: ") for line in ha_log())
     s1_log = cluster.client.containers.get("s1").logs().decode(errors="replace")
     assert "\nwebapp: " in s1_log
     assert "serf: waiting for the web app" in s1_log

@@ -44,7 +44,9 @@ SETTINGS: dict[str, Any] = {
     "timeout_http_keep_alive": "10s",
     "hard_stop_after": "30s",
     "maxconn": 4096,
+    "threads": 1,
     "log_level": "info",
+    "log_requests": "errors",
 }
 
 

@@ -323,8 +323,10 @@ def test_main_bad_port_exits_2(
 def test_main_tag_defaults_to_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    async def fake_serve(app: web.Application, port: int, drain: float) -> None:
-        seen.update(tag=state_of(app).tag, host=state_of(app).host, port=port, drain=drain)
+    async def fake_serve(app: web.Application, port: int, drain: float, access: bool) -> None:
+        seen.update(
+            tag=state_of(app).tag, host=state_of(app).host, port=port, drain=drain, access=access
+        )
 
     monkeypatch.delenv("TAG", raising=False)
     monkeypatch.setenv("WEBAPP_PORT", "3111")
@@ -332,7 +334,17 @@ def test_main_tag_defaults_to_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webapp.socket, "gethostname", lambda: "box")
     monkeypatch.setattr(webapp, "serve", fake_serve)
     assert webapp.main() == 0
-    assert seen == {"tag": "box", "host": "box", "port": 3111, "drain": 0.5}
+    assert seen == {"tag": "box", "host": "box", "port": 3111, "drain": 0.5, "access": False}
     monkeypatch.setenv("TAG", "green")
+    monkeypatch.setenv("WEBAPP_ACCESS_LOG", "on")
     assert webapp.main() == 0
-    assert seen["tag"] == "green"
+    assert (seen["tag"], seen["access"]) == ("green", True)
+
+
+def test_main_bad_access_log_setting_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEBAPP_ACCESS_LOG", "yes please")
+    monkeypatch.setattr(webapp.asyncio, "run", lambda *a: pytest.fail("must not start"))
+    assert webapp.main() == 2
+    assert "WEBAPP_ACCESS_LOG='yes please': expected on or off" in capsys.readouterr().err
