@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ from .members import (
     validate_name,
     validate_port,
 )
+from .serfcli import SerfUnavailable
+from .serfrpc import SerfRPC
 
 
 class AgentConfigError(ValueError):
@@ -111,35 +112,38 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         time.sleep(0.1)
 
 
-def send_join_hint(serf: str, timeout: float = 30.0) -> None:
+def send_join_hint(rpc_addr: str, auth: str, timeout: float = 30.0) -> bool:
     """Once this agent has joined, ask the balancer (uncoalesced user event) to look now.
 
     Serf coalesces member-join events for about a second; a user event sent
-    with -coalesce=false reaches the handler at once. It is only a hint: the
-    handler still reads the live membership.
+    with Coalesce=false reaches the handler at once. It is only a hint: the
+    handler still reads the live membership. Talks to the local agent over
+    RPC (no ``serf`` process per poll: 20 backends may be starting at once).
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        proc = subprocess.run(
-            [serf, "members", "-status=alive"], capture_output=True, text=True, check=False
-        )
-        if proc.returncode == 0 and len(proc.stdout.splitlines()) >= 2:
-            subprocess.run(
-                [serf, "event", "-coalesce=false", HINT_EVENT],
-                capture_output=True,
-                check=False,
-            )
-            return
+        try:
+            with SerfRPC(rpc_addr, auth, timeout=2) as rpc:
+                while time.monotonic() < deadline:
+                    if sum(m.status == "alive" for m in rpc.members().members) >= 2:
+                        rpc.request(
+                            "event", {"Name": HINT_EVENT, "Payload": b"", "Coalesce": False}
+                        )
+                        return True
+                    time.sleep(0.1)
+        except SerfUnavailable:
+            continue
+    return False
 
 
-def spawn_join_hint(serf: str) -> None:
+def spawn_join_hint(rpc_addr: str, auth: str) -> None:
     """Run send_join_hint in a grandchild adopted by PID 1 (s6-svscan reaps it)."""
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
             try:
-                send_join_hint(serf)
+                send_join_hint(rpc_addr, auth)
             finally:
                 os._exit(0)
         os._exit(0)
@@ -159,7 +163,7 @@ def main() -> int:
     serf = os.environ.get("LBCLUSTER_SERF_BIN", "serf")
     if config["tags"]["role"] == ROLE_BACKEND:
         wait_for_app(int(config["tags"]["port"]))
-        spawn_join_hint(serf)
+        spawn_join_hint(config["rpc_addr"], config.get("rpc_auth", ""))
     os.execvp(serf, [serf, "agent", f"-config-file={path}"])
     return 0  # not reached
 

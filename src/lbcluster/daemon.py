@@ -27,6 +27,8 @@ RETRY_S = 1.0
 # Servers added through the Runtime API become servers of the file by a
 # reload once the membership has not changed for this long (Handler.consolidate).
 CONSOLIDATE_S = 2.0
+# After an event, the membership is read again this soon.
+FOLLOW_UP_S = 0.25
 
 
 class Daemon:
@@ -69,6 +71,9 @@ class Daemon:
             if event is not None:
                 handler.started = time.monotonic()
                 self.guarded(lambda e=event: handler.stream_event(e))  # type: ignore[misc]
+                # Gossip may bring the member itself a moment after its event
+                # (a join hint can outrun it): look again shortly.
+                next_reconcile = min(next_reconcile, time.monotonic() + FOLLOW_UP_S)
             now = time.monotonic()
             if consolidate_due is not None and now >= consolidate_due:
                 self.guarded(handler.consolidate)

@@ -27,6 +27,7 @@ class FakeSerfAgent:
         self.auth = auth
         self.members: list[dict[str, Any]] = []
         self.commands: list[str] = []
+        self.events: list[dict[str, Any]] = []
         self.streams: list[tuple[socket.socket, int]] = []
         self.lock = threading.Lock()
         outer = self
@@ -65,7 +66,10 @@ class FakeSerfAgent:
         error = ""
         if command == "auth" and body.get("AuthKey") != self.auth:
             error = "Invalid authentication token"
-        if command not in {"handshake", "auth", "members", "stream"}:
+        if command == "event":
+            with self.lock:
+                self.events.append(body)
+        if command not in {"handshake", "auth", "members", "stream", "event"}:
             error = f"Unsupported command: {command}"
         out = msgpack.packb({"Seq": seq, "Error": error})
         if command == "members" and not error:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakeserf import FakeSerfAgent, rpc_member
 
 from lbcluster import agent
-from lbcluster.agent import AgentConfigError, wait_for_app
+from lbcluster.agent import AgentConfigError, send_join_hint, wait_for_app
 from lbcluster.agent import agent_config as _agent_config
 
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
@@ -222,3 +224,23 @@ def test_rpc_auth_comes_from_serf_rpc_auth() -> None:
     config = agent_config({"LBCLUSTER_ROLE": "backend", "SERF_RPC_AUTH": "tok3n"}, "s1")
     assert config["rpc_auth"] == "tok3n"
     assert "rpc_auth" not in agent_config({"LBCLUSTER_ROLE": "backend"}, "s1")
+
+
+def test_join_hint_waits_for_a_peer_then_sends_an_uncoalesced_event() -> None:
+    with FakeSerfAgent() as agent:
+        agent.members = [rpc_member("s1", "172.18.0.3")]
+        sent: list[bool] = []
+        thread = threading.Thread(target=lambda: sent.append(send_join_hint(agent.addr, "token")))
+        thread.start()
+        time.sleep(0.5)
+        assert agent.events == [], "alone: not joined yet"
+        agent.members.append(rpc_member("ha", "172.18.0.2", role="balancer", port=None))
+        thread.join(timeout=5)
+    assert sent == [True]
+    assert agent.events == [{"Name": "lbcluster-hint", "Payload": b"", "Coalesce": False}]
+
+
+def test_join_hint_gives_up_without_an_agent() -> None:
+    with FakeSerfAgent() as agent:
+        addr = agent.addr
+    assert send_join_hint(addr, "token", timeout=0.5) is False
