@@ -17,8 +17,10 @@ def test_scale_up_and_down(two_backends: Containers) -> None:
     assert up_servers() == {"s1", "s2"}
     assert two_backends.nodes() == {"s1", "s2"}
     assert "s3" not in two_backends.client.containers.list(all=True)
-    log = two_backends.event_log()
-    assert "member-leave: s3 " in log and "member-leave: s4 " in log
+    wait_until(
+        lambda: all(f"member-leave: {n} " in two_backends.event_log() for n in ("s3", "s4")),
+        timeout=15,
+    )
 
 
 def test_no_backend_gives_503_not_a_connection_error(two_backends: Containers) -> None:
