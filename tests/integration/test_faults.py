@@ -47,6 +47,28 @@ def test_killed_serf_agents_are_restarted(two_backends: Containers) -> None:
     assert up_servers() == {"s1", "s2"}
 
 
+def test_killed_handler_is_restarted_and_keeps_following(two_backends: Containers) -> None:
+    handler = "lbcluster-handl"  # the service's process name (15 characters)
+    watching = "serf: watching the agent's events"
+    connects = two_backends.event_log().count(watching)
+    before = two_backends.pid_of("ha", handler)
+    assert before, "the handler service runs"
+    two_backends.exec("ha", "kill", "-9", str(before))
+    wait_until(lambda: two_backends.pid_of("ha", handler) not in (0, before), timeout=10)
+    wait_until(lambda: two_backends.event_log().count(watching) > connects, timeout=10)
+    two_backends.client.containers.get("s2").stop(timeout=20)
+    wait_until(lambda: up_servers() == {"s1"} and two_backends.nodes() == {"s1"}, timeout=20)
+    assert two_backends.config_servers() == {"s1"}
+
+
+def test_killed_web_app_is_restarted_and_back_in_rotation(two_backends: Containers) -> None:
+    app = "lbcluster-webap"
+    before = two_backends.pid_of("s2", app)
+    two_backends.exec("s2", "kill", "-9", str(before))
+    wait_until(lambda: two_backends.pid_of("s2", app) not in (0, before), timeout=10)
+    wait_until(lambda: {get_json()["host"] for _ in range(4)} == {"s1", "s2"}, timeout=15)
+
+
 def test_restarted_balancer_lists_exactly_the_alive_backends(two_backends: Containers) -> None:
     two_backends.client.containers.get("s2").stop(timeout=20)
     two_backends.client.containers.get("ha").restart(timeout=20)
