@@ -165,7 +165,7 @@ def wait(probe: Callable[[], bool], timeout: float, interval: float = 0.02) -> f
     return None
 
 
-def new_backend(name: str, start: bool = True) -> Any:
+def new_backend(name: str, start: bool = True, entrypoint: list[str] | None = None) -> Any:
     """A backend like s1 (same image and settings), with its own name."""
     s1 = CLIENT.containers.get("s1")
     env = [e for e in s1.attrs["Config"]["Env"] if not e.startswith("TAG=")] + [f"TAG={name}"]
@@ -177,6 +177,7 @@ def new_backend(name: str, start: bool = True) -> Any:
         labels=s1.labels,
         network="lbcluster",
         stop_signal="SIGTERM",
+        entrypoint=entrypoint,
     )
     CLIENT.api.disconnect_container_from_network(container.id, "lbcluster")
     CLIENT.api.connect_container_to_network(
@@ -348,6 +349,35 @@ def scenario_kill_detection(quick: bool) -> dict[str, Any]:
     }
 
 
+def start_at_once(containers: list[Any]) -> list[float]:
+    """Start every container in its own thread; seconds until each start call returned."""
+    started: list[float] = []
+    start = time.monotonic()
+
+    def start_one(c: Any) -> None:
+        c.start()
+        started.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=start_one, args=(c,)) for c in containers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return started
+
+
+def docker_floor(count: int) -> float:
+    """Seconds Docker needs to start ``count`` containers of the backend image that only sleep.
+
+    The same image, network and alias as the backends, started the same way:
+    what no cluster can go below on this machine.
+    """
+    names = [f"bench-f{i}" for i in range(count)]
+    with extra_backends(names):
+        containers = [new_backend(n, start=False, entrypoint=["sleep", "infinity"]) for n in names]
+        return max(start_at_once(containers))
+
+
 def scenario_burst(quick: bool) -> dict[str, Any]:
     count = 10 if quick else 20
     names = [f"bench-b{i}" for i in range(count)]
@@ -355,18 +385,10 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
         containers = [new_backend(n, start=False) for n in names]
         before = handler_state().get("reloads", 0)
         started: list[float] = []
-        start = time.monotonic()
-
-        def start_one(c: Any) -> None:
-            c.start()
-            started.append(time.monotonic() - start)
-
-        threads = [threading.Thread(target=start_one, args=(c,)) for c in containers]
-        for t in threads:
-            t.start()
+        starter = threading.Thread(target=lambda: started.extend(start_at_once(containers)))
+        starter.start()
         took = wait(lambda: all(stats().get(n) == "UP" for n in names), 60, 0.1)
-        for t in threads:
-            t.join()
+        starter.join()
         time.sleep(4)  # the handler's reload once the membership is quiet counts too
         reloads = handler_state().get("reloads", 0) - before
         for c in containers:
@@ -379,6 +401,7 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
         "all_serving_s": None if took is None else round(took, 2),
         "docker_start_s": round(docker_s, 2),
         "serving_after_last_start_s": None if took is None else round(took - docker_s, 2),
+        "docker_floor_s": round(docker_floor(count), 2),
         "target_reloads": 3,
         "target_all_serving_s": 5.0,
     }
