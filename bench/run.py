@@ -32,11 +32,14 @@ from typing import Any
 import aiohttp
 import docker
 
+from lbcluster import statspage
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 URL = "http://127.0.0.1:8080/"
 MAX_REQUESTS = 2_000_000  # hard cap of any load loop, whatever its duration
 CLIENT = docker.from_env()
+STATS_AUTH = statspage.authorization(statspage.password(ROOT / "inventory/local/.secrets"))
 
 
 # ---------------------------------------------------------------- load
@@ -129,22 +132,11 @@ def handler_state() -> dict[str, Any]:
 
 
 def stats() -> dict[str, str]:
-    password = (ROOT / "inventory/local/.secrets/stats-password").read_text().strip()
-    manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    manager.add_password(None, "http://127.0.0.1:1936/", "admin", password)
-    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
+    """Server name -> status on the stats page; empty while it does not answer."""
     try:
-        text = opener.open("http://127.0.0.1:1936/;csv", timeout=5).read().decode()
+        return statspage.server_states(STATS_AUTH)
     except OSError:
         return {}
-    rows = [line.split(",") for line in text.lstrip("# ").splitlines()]
-    head = rows[0]
-    out = {}
-    for row in rows[1:]:
-        item = dict(zip(head, row, strict=False))
-        if item.get("pxname") == "nodes" and item["svname"] not in ("FRONTEND", "BACKEND"):
-            out[item["svname"]] = item["status"]
-    return out
 
 
 def served_by() -> str | None:

@@ -15,14 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lbcluster import statspage
+
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORD_FILE = ROOT / "inventory" / "local" / ".secrets" / "stats-password"
+SECRETS = ROOT / "inventory" / "local" / ".secrets"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
 
 
 def stats_url() -> str:
-    password = PASSWORD_FILE.read_text().strip()
-    return f"http://admin:{password}@127.0.0.1:1936/"
+    return f"http://{statspage.USER}:{statspage.password(SECRETS)}@127.0.0.1:1936/"
 
 
 def chromium() -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import ipaddress
 import json
 import urllib.request
@@ -12,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import testinfra
+
+from lbcluster import statspage
 
 BACKENDS = ["s1", "s2"]
 SECRETS = Path(__file__).resolve().parents[3] / "inventory" / "local" / ".secrets"
@@ -99,16 +98,8 @@ def test_published_http_port_answers_with_a_backend():
 
 
 def test_stats_page_lists_every_backend_up():
-    password = (SECRETS / "stats-password").read_text().strip()
-    request = urllib.request.Request("http://127.0.0.1:1936/;csv")
-    token = base64.b64encode(f"admin:{password}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
-    states = {r["svname"]: r["status"] for r in rows if r["pxname"] == "nodes"}
-    assert {k: v for k, v in states.items() if k not in ("FRONTEND", "BACKEND")} == {
-        name: "UP" for name in BACKENDS
-    }
+    auth = statspage.authorization(statspage.password(SECRETS))
+    assert statspage.server_states(auth) == {name: "UP" for name in BACKENDS}
 
 
 def test_installed_files_and_permissions(ha):
