@@ -357,6 +357,44 @@ def scenario_kill_detection(quick: bool) -> dict[str, Any]:
     }
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every core), from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def container_cpu_s(container_id: str) -> float | None:
+    """CPU seconds of a running container's cgroup (v1 or v2), or None where unreadable."""
+    for path, scale in (
+        (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage", 1e9),
+        (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat", 1e6),
+    ):
+        with suppress(OSError, ValueError):
+            text = Path(path).read_text(encoding="ascii")
+            value = text.split()[1] if text.startswith("usage_usec") else text
+            return int(value) / scale
+    return None
+
+
+def cpu_split(before: float, ha_before: float | None, containers: list[Any]) -> dict[str, Any]:
+    """Where the machine's CPU went since ``before``: backends, ha, the rest (Docker, FUSE…)."""
+    total = machine_cpu_s() - before
+    ha_now = container_cpu_s(CLIENT.containers.get("ha").id)
+    backends = [container_cpu_s(c.id) for c in containers]
+    if ha_now is None or ha_before is None or None in backends:
+        return {"cpu_s": round(total, 2)}
+    ha = ha_now - ha_before
+    spent = sum(b for b in backends if b is not None)
+    return {
+        "cpu_s": round(total, 2),
+        "cpu_backends_s": round(spent, 2),
+        "cpu_per_backend_s": round(spent / len(containers), 3),
+        "cpu_ha_s": round(ha, 2),
+        "cpu_docker_and_rest_s": round(total - spent - ha, 2),
+    }
+
+
 def start_at_once(containers: list[Any]) -> list[float]:
     """Start every container in its own thread; seconds until each start call returned."""
     started: list[float] = []
@@ -392,11 +430,14 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
     with extra_backends(names):
         containers = [new_backend(n, start=False) for n in names]
         before = handler_state().get("reloads", 0)
+        cpu_before = machine_cpu_s()
+        ha_cpu_before = container_cpu_s(CLIENT.containers.get("ha").id)
         started: list[float] = []
         starter = threading.Thread(target=lambda: started.extend(start_at_once(containers)))
         starter.start()
         took = wait(lambda: all(stats().get(n) == "UP" for n in names), 60, 0.1)
         starter.join()
+        cpu = cpu_split(cpu_before, ha_cpu_before, containers)
         time.sleep(4)  # the handler's reload once the membership is quiet counts too
         reloads = handler_state().get("reloads", 0) - before
         for c in containers:
@@ -410,6 +451,7 @@ def scenario_burst(quick: bool) -> dict[str, Any]:
         "docker_start_s": round(docker_s, 2),
         "serving_after_last_start_s": None if took is None else round(took - docker_s, 2),
         "docker_floor_s": round(docker_floor(count), 2),
+        **cpu,
         "target_reloads": 3,
         "target_all_serving_s": 5.0,
     }
