@@ -32,7 +32,7 @@ def test_balancer_config_defaults() -> None:
         "bind": "0.0.0.0:7946",
         "rpc_addr": "127.0.0.1:7373",
         "encrypt_key": KEY,
-        "profile": "lan",
+        "profile": "local",
         "retry_join": [],
         "retry_interval": "2s",
         "reconnect_interval": "5s",
@@ -119,14 +119,14 @@ def test_event_handler_and_overrides() -> None:
     env = {
         "LBCLUSTER_ROLE": "balancer",
         "LBCLUSTER_EVENT_HANDLER": "lbcluster-handler",
-        "LBCLUSTER_SERF_PROFILE": "local",
+        "LBCLUSTER_SERF_PROFILE": "lan",
         "LBCLUSTER_SERF_RETRY_INTERVAL": "500ms",
         "LBCLUSTER_SERF_SNAPSHOT": "/tmp/snap",
         "LBCLUSTER_SERF_LOG_LEVEL": "debug",
     }
     config = agent_config(env, "ha")
     assert config["event_handlers"] == ["lbcluster-handler"]
-    assert (config["profile"], config["retry_interval"]) == ("local", "500ms")
+    assert (config["profile"], config["retry_interval"]) == ("lan", "500ms")
     assert (config["snapshot_path"], config["log_level"]) == ("/tmp/snap", "debug")
 
 
