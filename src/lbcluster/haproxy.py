@@ -154,12 +154,16 @@ def parse_stat_csv(text: str) -> list[dict[str, str]]:
     return [dict(row) for row in csv.DictReader(io.StringIO(text)) if row.get("pxname")]
 
 
-def server_states(admin_socket: Path, backend: str) -> list[dict[str, str]]:
-    """The rows of ``show stat`` for the servers of ``backend``."""
-    rows = parse_stat_csv(socket_command(admin_socket, "show stat"))
+def server_rows(rows: list[dict[str, str]], backend: str) -> list[dict[str, str]]:
+    """The rows of the servers of ``backend`` (not its FRONTEND or BACKEND summary rows)."""
     return [
         r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")
     ]
+
+
+def server_states(admin_socket: Path, backend: str) -> list[dict[str, str]]:
+    """The rows of ``show stat`` for the servers of ``backend``."""
+    return server_rows(parse_stat_csv(socket_command(admin_socket, "show stat")), backend)
 
 
 class RuntimeCommandFailed(RuntimeError):

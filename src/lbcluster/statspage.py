@@ -11,7 +11,7 @@ import base64
 import urllib.request
 from pathlib import Path
 
-from .haproxy import parse_stat_csv
+from .haproxy import parse_stat_csv, server_rows
 
 USER = "admin"
 PASSWORD_FILE = "stats-password"  # noqa: S105 (a file name, not a password)
@@ -48,8 +48,4 @@ def server_states(
     request.add_header("Authorization", authorization_header)
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked above)
         text = response.read().decode()
-    return {
-        row["svname"]: row["status"]
-        for row in parse_stat_csv(text)
-        if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
-    }
+    return {row["svname"]: row["status"] for row in server_rows(parse_stat_csv(text), backend)}
