@@ -28,6 +28,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml requirements.yml
 up: venv ## Build the images and start the cluster (N=5 for 5 backends)
 	ansible-playbook site.yml $(EXTRA)
 	@echo "HTTP:  http://127.0.0.1:8080/"
+	@echo "HTTPS: https://127.0.0.1:8443/  (CA: inventory/local/.secrets/tls-ca.crt)"
 	@echo "stats: http://127.0.0.1:1936/  user admin, password: $$(cat inventory/local/.secrets/stats-password)"
 
 down: venv ## Remove the cluster's containers and network

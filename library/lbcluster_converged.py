@@ -37,6 +37,14 @@ options:
   docker_host:
     description: Docker daemon URL; the environment (DOCKER_HOST) or the local socket by default.
     type: str
+  config_file:
+    description:
+      - Path of a configuration file inside the container (the live
+        C(/etc/haproxy/haproxy.cfg)) whose C(server) lines must also name
+        exactly O(expected).
+      - Not checked by default. After a Runtime API change the membership
+        handler writes the file a moment later, together with /nodes.
+    type: str
 author:
   - lbcluster maintainers
 """
@@ -47,6 +55,12 @@ EXAMPLES = r"""
     container: ha
     expected: [s1, s2]
     timeout: 60
+
+- name: Check once, without waiting, that haproxy.cfg agrees too
+  lbcluster_converged:
+    expected: [s1, s2]
+    config_file: /etc/haproxy/haproxy.cfg
+    timeout: 0
 """
 
 RETURN = r"""
@@ -58,9 +72,15 @@ elapsed:
   description: Seconds waited.
   returned: always
   type: float
+config_servers:
+  description: The names of the C(server) lines of O(config_file), as last read.
+  returned: when O(config_file) is set
+  type: list
+  elements: str
 """
 
 import json
+import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -75,16 +95,28 @@ except ImportError:  # pragma: no cover - reported through fail_json
     DockerException = Exception
 
 
-def problems(report, expected):
-    """What keeps ``report`` from matching ``expected`` (empty list: converged)."""
+# A server line of an HAProxy configuration: indented, "server <name> ...".
+SERVER_LINE = re.compile(r"^[ \t]+server[ \t]+(\S+)", re.MULTILINE)
+
+
+def problems(report, expected, config=None):
+    """What keeps ``report`` from matching ``expected`` (empty list: converged).
+
+    ``config``: ``(path, server names, error or None)`` of the configuration
+    file when it is checked too.
+    """
     want = set(expected)
     found = []
-    checks = (
+    checks = [
         ("alive in Serf", set(report.get("alive_backends", []))),
         ("recorded in /nodes", set(report.get("nodes", []))),
-        ("in haproxy.cfg", set(report.get("haproxy_servers", []))),
+        # The servers of HAProxy's backend as its Runtime API lists them (they
+        # include servers added at runtime, before the file follows).
+        ("in HAProxy's backend", set(report.get("haproxy_servers", []))),
         ("UP in HAProxy", set(report.get("up_servers", []))),
-    )
+    ]
+    if config is not None:
+        checks.append((f"in {config[0]}", set(config[1])))
     for label, have in checks:
         missing, extra = sorted(want - have), sorted(have - want)
         if missing:
@@ -92,7 +124,24 @@ def problems(report, expected):
         if extra:
             found.append(f"unexpected {label}: {', '.join(extra)}")
     found += [f"status error: {e}" for e in report.get("errors", [])]
+    if config is not None and config[2]:
+        found.append(config[2])
     return found
+
+
+def config_servers(text):
+    """The names of the ``server`` lines of an HAProxy configuration, sorted."""
+    return sorted(SERVER_LINE.findall(text))
+
+
+def read_config(container, path):
+    """``(path, server names, error or None)`` of ``path`` inside the container."""
+    result = container.exec_run(["cat", "--", path], demux=False)
+    output = result.output.decode(errors="replace")
+    if result.exit_code != 0:
+        error = f"cannot read {path}: cat exited {result.exit_code}: {output.strip()[:300]}"
+        return path, [], error
+    return path, config_servers(output), None
 
 
 def read_report(container):
@@ -112,6 +161,7 @@ def main():
             "timeout": {"type": "int", "default": 120},
             "interval": {"type": "float", "default": 0.5},
             "docker_host": {"type": "str"},
+            "config_file": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -130,25 +180,30 @@ def main():
         container = client.containers.get(params["container"])
     except DockerException as exc:
         module.fail_json(msg=f"cannot reach container {params['container']}: {exc}")
-    report, issues = {}, ["no report yet"]
+    report, config, issues = {}, None, ["no report yet"]
     while True:
+        config = None
         try:
             report = read_report(container)
+            if params["config_file"]:
+                config = read_config(container, params["config_file"])
         except DockerException as exc:
             report = {"errors": [f"docker exec in {params['container']} failed: {exc}"]}
-        issues = problems(report, params["expected"])
+        issues = problems(report, params["expected"], config)
         elapsed = time.monotonic() - started
         if not issues or elapsed >= params["timeout"]:
             break
         time.sleep(params["interval"])
+    result = {"report": report, "elapsed": round(elapsed, 2)}
+    if params["config_file"]:
+        result["config_servers"] = config[1] if config else []
     if issues:
         module.fail_json(
             msg=f"cluster did not converge in {params['timeout']}s to "
             f"[{', '.join(sorted(params['expected']))}]: " + "; ".join(issues),
-            report=report,
-            elapsed=round(elapsed, 2),
+            **result,
         )
-    module.exit_json(changed=False, report=report, elapsed=round(elapsed, 2))
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

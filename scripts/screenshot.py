@@ -15,10 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lbcluster import statspage
+from lbcluster_support import statspage
+from lbcluster_support.project import SECRETS
 
-ROOT = Path(__file__).resolve().parents[1]
-SECRETS = ROOT / "inventory" / "local" / ".secrets"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
 
 

@@ -1,43 +1,54 @@
-"""Start the Serf agent of a container (the ``serf`` s6 service runs this).
+"""Start the Serf agent of a container (the ``serf`` s6 service runs this, as user ``serf``).
 
-The agent's configuration comes from the environment that Ansible sets on
-the container; it is written as JSON and Serf is exec'd, so s6 supervises
-Serf itself. A backend joins only once its web app answers, so HAProxy
-never learns about a server that cannot serve yet.
+The agent's settings come from the environment that Ansible sets on the
+container; its gossip key and RPC token from the files of the secrets
+directory (never the environment: see secretfiles.py). The configuration is
+written as JSON, readable by this user only, and Serf is exec'd with nothing
+secret on its command line, so s6 supervises Serf itself. A backend joins
+only once its web app answers, so HAProxy never learns about a server that
+cannot serve yet.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
+import ipaddress
 import json
 import os
 import socket
+import stat
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .events import HINT_EVENT
 from .members import (
-    HINT_EVENT,
     KNOWN_ROLES,
     ROLE_BACKEND,
+    ROLE_BALANCER,
     InvalidMember,
     validate_name,
     validate_port,
 )
-from .serfcli import SerfUnavailable
-from .serfrpc import SerfRPC
+from .paths import Paths, local_addresses
+from .secretfiles import SecretUnavailable, gossip_key, rpc_token
+from .serfrpc import SerfRPC, SerfUnavailable
+
+DEFAULT_CONFIG = "/var/lib/serf/serf.json"
+"""Where Serf's configuration is written (``LBCLUSTER_SERF_CONFIG``): the agent's home, 0700."""
 
 
 class AgentConfigError(ValueError):
-    """An environment variable of the agent is missing or wrong."""
+    """A setting of the agent is wrong, or its configuration cannot be written."""
 
 
 def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
-    """Serf's JSON configuration for this container, from ``LBCLUSTER_*`` variables."""
+    """Serf's JSON configuration for this container, from ``LBCLUSTER_*`` variables.
+
+    Everything but the secrets: :func:`secret_config` adds those.
+    """
     role = env.get("LBCLUSTER_ROLE", "")
     if role not in KNOWN_ROLES:
         raise AgentConfigError(
@@ -51,26 +62,18 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
             tags["port"] = str(port)
     except InvalidMember as exc:
         raise AgentConfigError(str(exc)) from None
-    key = env.get("LBCLUSTER_SERF_ENCRYPT_KEY", "")
-    if not key:
-        raise AgentConfigError(
-            "LBCLUSTER_SERF_ENCRYPT_KEY is not set: gossip encryption is mandatory"
-        )
-    try:
-        if len(base64.b64decode(key, validate=True)) not in (16, 24, 32):
-            raise ValueError("not 16, 24 or 32 bytes")
-    except (ValueError, binascii.Error) as exc:
-        raise AgentConfigError(
-            f"LBCLUSTER_SERF_ENCRYPT_KEY is not base64 of a 16, 24 or 32-byte key: {exc}"
-        ) from None
     seeds = [s.strip() for s in env.get("LBCLUSTER_SEEDS", "").split(",") if s.strip()]
     config: dict[str, Any] = {
         "node_name": name,
         "tags": tags,
-        "bind": "0.0.0.0:7946",
-        "rpc_addr": "127.0.0.1:7373",
-        # Members must hold the cluster's key: others cannot join nor read gossip.
-        "encrypt_key": key,
+        # The balancer shares the Docker host's network: its agent listens on
+        # the cluster network's gateway address only, not on every interface.
+        "bind": endpoint("LBCLUSTER_SERF_BIND", env.get("LBCLUSTER_SERF_BIND", "0.0.0.0:7946")),
+        "rpc_addr": endpoint(
+            "LBCLUSTER_SERF_RPC_ADDR",
+            env.get("LBCLUSTER_SERF_RPC_ADDR", "127.0.0.1:7373"),
+            loopback=True,
+        ),
         # Every member runs on one Docker host, on one bridge: with the "local"
         # profile's faster probes a killed member left haproxy.cfg after
         # 5.8-7.8 s in the benchmark, instead of 7.8-11.7 s with "lan".
@@ -86,13 +89,58 @@ def agent_config(env: Mapping[str, str], hostname: str) -> dict[str, Any]:
         "rejoin_after_leave": True,
         "log_level": env.get("LBCLUSTER_SERF_LOG_LEVEL", "warn"),
     }
-    rpc_auth = env.get("SERF_RPC_AUTH", "")
-    if rpc_auth:
-        config["rpc_auth"] = rpc_auth  # the serf CLI reads SERF_RPC_AUTH too
     handler = env.get("LBCLUSTER_EVENT_HANDLER")
     if handler:
         config["event_handlers"] = [handler]
     return config
+
+
+def endpoint(variable: str, value: str, *, loopback: bool = False) -> str:
+    """``value`` if it is ``IPv4:port`` (loopback only if asked), else AgentConfigError."""
+    host, _, port = value.rpartition(":")
+    try:
+        address = ipaddress.IPv4Address(host)
+        validate_port(port, member=variable)
+    except (ValueError, InvalidMember):
+        raise AgentConfigError(
+            f"{variable}={value!r}: expected an IPv4 address and a port, as 10.0.0.1:7946"
+        ) from None
+    if loopback and not address.is_loopback:
+        raise AgentConfigError(
+            f"{variable}={value!r}: the RPC holds the cluster's membership: keep it on loopback"
+        )
+    return value
+
+
+def secret_config(secrets_dir: Path) -> dict[str, str]:
+    """The secret part of Serf's configuration, from the files of ``secrets_dir``.
+
+    Both are mandatory: members must hold the cluster's key (others can
+    neither join nor read the gossip), and the RPC needs the token.
+    """
+    return {"encrypt_key": gossip_key(secrets_dir), "rpc_auth": rpc_token(secrets_dir)}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``: mode 0600 from its first byte, in a directory only its
+    owner may enter (created 0700; an existing one open to others is refused), atomically."""
+    directory = path.parent
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            raise AgentConfigError(
+                f"{directory} is open to other users (mode {mode:04o}): the agent's"
+                " configuration holds the cluster's secrets; make the directory 0700"
+            )
+        tmp = directory / f".{path.name}.tmp"
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise AgentConfigError(f"cannot write the agent's configuration {path}: {exc}") from None
 
 
 def wait_for_app(port: int, timeout: float | None = None) -> None:
@@ -115,38 +163,110 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         time.sleep(0.1)
 
 
-def send_join_hint(rpc_addr: str, auth: str, timeout: float = 30.0) -> bool:
-    """Once this agent has joined, ask the balancer (uncoalesced user event) to look now.
+# Serf's own retry-join gets this long before the agent is asked to join again;
+# after the hint, the membership is looked at this often.
+JOIN_GRACE_S = 3.0
+WATCH_S = 2.0
 
-    Serf coalesces member-join events for about a second; a user event sent
-    with Coalesce=false reaches the handler at once. It is only a hint: the
-    handler still reads the live membership. Talks to the local agent over
-    RPC (no ``serf`` process per poll: 20 backends may be starting at once).
+
+def seed_addresses(seeds: list[str], own: frozenset[str], port: int = 7946) -> list[str]:
+    """The addresses the seed names resolve to, as ``ip:port``, except this container's own.
+
+    The members' alias resolves to every member, this one included, and
+    Serf counts a join with itself as a success: it must never be the target.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
+    found: list[str] = []
+    for seed in seeds:
+        host, _, seed_port = seed.rpartition(":") if seed.count(":") == 1 else (seed, "", "")
+        try:
+            infos = socket.getaddrinfo(
+                host or seed, int(seed_port or port), type=socket.SOCK_STREAM
+            )
+        except (OSError, ValueError):
+            continue
+        for info in infos:
+            ip, resolved_port = str(info[4][0]), int(info[4][1])
+            if ip in own:
+                continue
+            endpoint = f"[{ip}]:{resolved_port}" if ":" in ip else f"{ip}:{resolved_port}"
+            if endpoint not in found:
+                found.append(endpoint)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def keep_joined(
+    rpc_addr: str,
+    auth: str,
+    name: str,
+    rejoin: Callable[[], list[str]],
+    agent_alive: Callable[[], bool],
+) -> None:
+    """While the agent runs: send the join hint once, and never let it stay isolated.
+
+    Once the agent sees another member, a user event (Coalesce=false) asks the
+    balancer to look now: Serf coalesces member-join events for about a
+    second. It is only a hint: the handler still reads the live membership.
+    Whenever the agent sees no alive balancer (after :data:`JOIN_GRACE_S`, the
+    time Serf's own retry-join needs), it is asked to join the seeds again
+    (``rejoin()``: addresses, never its own): a join that reached only
+    itself, or peers too busy to answer, is not a join.
+    """
+    started = time.monotonic()
+    hinted = False
+    reported = False
+    while agent_alive():
         try:
             with SerfRPC(rpc_addr, auth, timeout=2) as rpc:
-                while time.monotonic() < deadline:
-                    if sum(m.status == "alive" for m in rpc.members().members) >= 2:
+                while agent_alive():
+                    alive = [m for m in rpc.members().members if m.status == "alive"]
+                    if not hinted and any(m.name != name for m in alive):
                         rpc.request(
                             "event", {"Name": HINT_EVENT, "Payload": b"", "Coalesce": False}
                         )
-                        return True
-                    time.sleep(0.1)
+                        hinted = True
+                    isolated = not any(m.role == ROLE_BALANCER for m in alive)
+                    if isolated and time.monotonic() - started >= JOIN_GRACE_S:
+                        targets = rejoin()
+                        if not reported:
+                            shown = ", ".join(targets) or "no address"
+                            print(f"no balancer in sight: joining {shown} again", flush=True)
+                            reported = True
+                        if targets:
+                            rpc.request("join", {"Existing": targets, "Replay": False}, answer=True)
+                    elif not isolated and reported:
+                        print("a balancer is in sight again", flush=True)
+                        reported = False
+                    time.sleep(0.1 if not hinted else WATCH_S)
         except SerfUnavailable:
-            continue
-    return False
+            time.sleep(0.1)
 
 
-def spawn_join_hint(rpc_addr: str, auth: str) -> None:
-    """Run send_join_hint in a grandchild adopted by PID 1 (s6-svscan reaps it)."""
+def spawn_keep_joined(config: Mapping[str, Any], agent_pid: int) -> None:
+    """Run keep_joined in a grandchild adopted by PID 1 (s6-svscan reaps it); it ends
+    when the agent (``agent_pid``, which the launcher becomes by exec) ends."""
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
             try:
-                send_join_hint(rpc_addr, auth)
+                own = local_addresses()
+                port = int(str(config["bind"]).rpartition(":")[2] or 7946)
+                keep_joined(
+                    config["rpc_addr"],
+                    config.get("rpc_auth", ""),
+                    config["node_name"],
+                    lambda: seed_addresses(list(config["retry_join"]), own, port),
+                    lambda: _alive(agent_pid),
+                )
             finally:
                 os._exit(0)
         os._exit(0)
@@ -154,19 +274,21 @@ def spawn_join_hint(rpc_addr: str, auth: str) -> None:
 
 
 def main() -> int:
+    path = Path(os.environ.get("LBCLUSTER_SERF_CONFIG", DEFAULT_CONFIG))
     try:
         config = agent_config(os.environ, socket.gethostname())
-    except AgentConfigError as exc:
+        config.update(secret_config(Paths.from_env().secrets_dir))
+        write_private(path, json.dumps(config, indent=2))
+    except (AgentConfigError, SecretUnavailable) as exc:
         print(f"lbcluster-serf: {exc}", file=sys.stderr)
         return 2
-    path = Path(os.environ.get("LBCLUSTER_SERF_CONFIG", "/run/lbcluster/serf.json"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Path(config["snapshot_path"]).parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    Path(config["snapshot_path"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     serf = os.environ.get("LBCLUSTER_SERF_BIN", "serf")
     if config["tags"]["role"] == ROLE_BACKEND:
         wait_for_app(int(config["tags"]["port"]))
-        spawn_join_hint(config["rpc_addr"], config.get("rpc_auth", ""))
+        spawn_keep_joined(config, os.getpid())
+    # Only the configuration file's name on the command line (/proc/*/cmdline
+    # is world-readable): Serf reads the key and the token from the file.
     os.execvp(serf, [serf, "agent", f"-config-file={path}"])
     return 0  # not reached
 

@@ -64,6 +64,16 @@ def install_config(text: str, live: Path, haproxy_bin: str = "haproxy") -> str |
     return previous
 
 
+def differs_beyond_servers(old: str, new: str) -> bool:
+    """Whether ``new`` changes more than ``old``'s server lines (what the Runtime API
+    can change live): anything else takes a reload."""
+
+    def rest(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.lstrip().startswith("server ")]
+
+    return rest(old) != rest(new)
+
+
 def restore_config(previous: str, live: Path) -> None:
     """Put back the configuration that is still running (after a failed reload)."""
     if not previous:

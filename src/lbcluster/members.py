@@ -1,6 +1,8 @@
 """Cluster members: parsing and validation of what Serf reports.
 
-Everything here is pure: text in, validated :class:`Member` values out.
+Everything here is pure: raw fields in, validated :class:`Member` values out
+(Serf's RPC records are decoded in serfrpc.py, the lab's event-script lines
+in events.py, the /nodes files in nodes.py: all of them end here).
 A member that fails validation raises :class:`InvalidMember` naming the
 field and the offending value, so the caller can refuse that member, log
 why, and still apply the rest of the event.
@@ -9,13 +11,10 @@ why, and still apply the rest of the event.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-# The user event a backend sends once it has joined (see agent.send_join_hint).
-HINT_EVENT = "lbcluster-hint"
 ROLE_BALANCER = "balancer"
 ROLE_BACKEND = "backend"
 KNOWN_ROLES = frozenset({ROLE_BALANCER, ROLE_BACKEND})
@@ -56,7 +55,7 @@ class Member:
         return f"{self.name} {self.address} {tags}".rstrip()
 
 
-def _printable(value: str, limit: int = 60) -> str:
+def printable(value: str, limit: int = 60) -> str:
     """A bounded, escaped rendering of hostile input for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -65,7 +64,7 @@ def _printable(value: str, limit: int = 60) -> str:
 def validate_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise InvalidMember(
-            f"invalid member name {_printable(name)}: use 1-63 letters, digits, '.', '_' or '-',"
+            f"invalid member name {printable(name)}: use 1-63 letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
     return name
@@ -74,13 +73,13 @@ def validate_name(name: str) -> str:
 def validate_address(address: str, *, member: str = "?") -> str:
     if "%" in address:  # a scope id is free text: never let it reach a file
         raise InvalidMember(
-            f"member {member}: invalid address {_printable(address)}: scoped IPv6 not allowed"
+            f"member {member}: invalid address {printable(address)}: scoped IPv6 not allowed"
         )
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise InvalidMember(
-            f"member {member}: invalid address {_printable(address)}: not an IPv4 or IPv6 address"
+            f"member {member}: invalid address {printable(address)}: not an IPv4 or IPv6 address"
         ) from None
     if ip.is_unspecified or ip.is_multicast:
         raise InvalidMember(f"member {member}: address {ip.compressed} cannot receive traffic")
@@ -92,7 +91,7 @@ def validate_port(value: str | int | None, *, member: str = "?") -> int:
         raise InvalidMember(f"member {member}: backend has no 'port' tag")
     text = str(value)
     if len(text) > 5 or not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise InvalidMember(f"member {member}: invalid port {_printable(text)}: expected 1-65535")
+        raise InvalidMember(f"member {member}: invalid port {printable(text)}: expected 1-65535")
     return int(text)
 
 
@@ -101,9 +100,9 @@ def validate_tags(tags: Mapping[str, str], *, member: str = "?") -> dict[str, st
         raise InvalidMember(f"member {member}: {len(tags)} tags, at most {MAX_TAGS} allowed")
     for key, value in tags.items():
         if not TAG_KEY_RE.fullmatch(key):
-            raise InvalidMember(f"member {member}: invalid tag name {_printable(key)}")
+            raise InvalidMember(f"member {member}: invalid tag name {printable(key)}")
         if not TAG_VALUE_RE.fullmatch(value):
-            raise InvalidMember(f"member {member}: invalid value {_printable(value)} of tag {key}")
+            raise InvalidMember(f"member {member}: invalid value {printable(value)} of tag {key}")
     return dict(tags)
 
 
@@ -119,11 +118,11 @@ def make_member(name: str, address: str, tags: Mapping[str, str], status: str = 
     role = tags.get("role", "")
     if role not in KNOWN_ROLES:
         raise InvalidMember(
-            f"member {name}: unknown role {_printable(role)}: expected one of "
+            f"member {name}: unknown role {printable(role)}: expected one of "
             + ", ".join(sorted(KNOWN_ROLES))
         )
     if status not in STATUSES:
-        raise InvalidMember(f"member {name}: unknown status {_printable(status)}")
+        raise InvalidMember(f"member {name}: unknown status {printable(status)}")
     port = validate_port(tags.get("port"), member=name) if role == ROLE_BACKEND else None
     return Member(name=name, address=address, role=role, port=port, status=status, tags=tags)
 
@@ -136,41 +135,11 @@ def parse_tags(text: str) -> dict[str, str]:
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidMember(f"malformed tag {_printable(item)}: expected key=value")
+            raise InvalidMember(f"malformed tag {printable(item)}: expected key=value")
         if key in tags:
-            raise InvalidMember(f"duplicate tag {_printable(key)}")
+            raise InvalidMember(f"duplicate tag {printable(key)}")
         tags[key] = value
     return tags
-
-
-def parse_event_line(line: str) -> Member:
-    """Parse one line of a Serf member event's stdin.
-
-    Serf writes ``NAME<TAB>ADDRESS<TAB>ROLE<TAB>TAGS``; the role column is the
-    deprecated ``-role`` flag and is usually empty: the ``role`` tag wins.
-    """
-    fields = line.rstrip("\r\n").split("\t")
-    if len(fields) != 4:
-        raise InvalidMember(
-            f"malformed member line {_printable(line)}: expected 4 tab-separated fields,"
-            f" got {len(fields)}"
-        )
-    name, address, role, tag_text = fields
-    tags = parse_tags(tag_text)
-    if role and "role" not in tags:
-        tags["role"] = role
-    return make_member(name, address, tags)
-
-
-def split_serf_addr(addr: str) -> str:
-    """``"172.18.0.3:7946"`` or ``"[fd00::3]:7946"`` -> the IP part."""
-    if addr.startswith("["):
-        host, sep, _ = addr[1:].partition("]")
-        if not sep:
-            raise InvalidMember(f"malformed address {_printable(addr)}")
-        return host
-    host, _, _ = addr.rpartition(":")
-    return host or addr
 
 
 @dataclass
@@ -181,55 +150,63 @@ class ParseResult:
     refused: list[str] = field(default_factory=list)
 
 
-def parse_members_json(text: str) -> ParseResult:
-    """Parse ``serf members -format=json`` output, refusing invalid members one by one."""
-    try:
-        data = json.loads(text)
-        raw = data["members"]
-        if not isinstance(raw, list):
-            raise TypeError("'members' is not a list")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidMember(f"unreadable 'serf members' output: {exc}") from None
-    result = ParseResult()
-    for item in raw:
-        try:
-            if not isinstance(item, dict):
-                raise InvalidMember(f"member entry is not an object: {_printable(str(item))}")
-            tags = item.get("tags") or {}
-            if not isinstance(tags, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-            ):
-                raise InvalidMember(f"member {item.get('name')!r}: tags are not strings")
-            result.members.append(
-                make_member(
-                    str(item.get("name", "")),
-                    split_serf_addr(str(item.get("addr", ""))),
-                    tags,
-                    str(item.get("status", "")),
-                )
-            )
-        except InvalidMember as exc:
-            result.refused.append(str(exc))
-    return result
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_event_lines(lines: Iterable[str]) -> ParseResult:
-    """Parse a member event's stdin, refusing invalid lines one by one."""
-    result = ParseResult()
-    for line in lines:
-        if not line.strip():
-            continue
+def parse_networks(values: Iterable[object]) -> tuple[IPNetwork, ...]:
+    """CIDRs such as ``172.18.0.0/16``; raises ValueError naming the bad one."""
+    networks = []
+    for value in values:
         try:
-            result.members.append(parse_event_line(line))
-        except InvalidMember as exc:
-            result.refused.append(str(exc))
-    return result
+            networks.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise ValueError(f"{printable(str(value))} is not a network (CIDR)") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses may become servers: only the cluster's own.
+
+    A member holding the gossip key could otherwise advertise any address
+    (loopback, the balancer itself, a host outside the cluster) and get a
+    share of the users' requests sent there.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()  # the cluster's networks; empty: any
+    own: frozenset[str] = frozenset()  # the balancer's own addresses
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, object], own: frozenset[str]) -> AddressPolicy:
+        """The policy settings.json asks for (``backend_networks``); ValueError names a bad one."""
+        networks = settings.get("backend_networks") or []
+        return cls(parse_networks(networks if isinstance(networks, Iterable) else [networks]), own)
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` (already valid, see validate_address) may not be a server."""
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+        if ip.is_loopback:
+            return "is a loopback address"
+        if ip.is_link_local:
+            return "is a link-local address"
+        if ip.compressed in self.own:
+            return "is the balancer's own address"
+        if self.networks and not any(ip in net for net in self.networks):
+            shown = ", ".join(str(n) for n in self.networks)
+            return f"is outside the cluster's networks ({shown})"
+        return None
 
 
 def alive_backends(
-    members: Iterable[Member], joined: Mapping[str, int] | None = None
+    members: Iterable[Member],
+    joined: Mapping[str, int] | None = None,
+    policy: AddressPolicy | None = None,
 ) -> ParseResult:
     """The backends that should receive traffic, sorted by name.
+
+    A backend whose address the ``policy`` refuses is refused with the reason.
 
     Two backends claiming the same name, or the same address and port, would
     make HAProxy count one server twice: one is kept, the other refused. For
@@ -243,6 +220,10 @@ def alive_backends(
     claims: dict[str, list[Member]] = {}
     for member in sorted(members):
         if member.role != ROLE_BACKEND or member.status != "alive":
+            continue
+        why = policy.refusal(member.address) if policy else None
+        if why:
+            result.refused.append(f"member {member.name}: address {member.address} {why}")
             continue
         if member.name in names:
             result.refused.append(f"member {member.name}: name listed twice")
@@ -270,18 +251,23 @@ def alive_backends(
     return result
 
 
-def member_from_rpc(name: object, addr: bytes, tags: object, status: object) -> Member:
-    """Validate a member as Serf's RPC gives it (``Addr``: 4 or 16 bytes of IP)."""
-    label = name if isinstance(name, str) else "?"
-    if not isinstance(name, str):
-        raise InvalidMember(f"member name is not a string: {_printable(str(name))}")
-    if len(addr) not in (4, 16):
-        raise InvalidMember(f"member {_printable(label)}: address of {len(addr)} bytes")
-    ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise InvalidMember(f"member {_printable(label)}: tags are not strings")
-    return make_member(name, ip.compressed, tags, str(status))
+class JoinOrder:
+    """Ranks alive members by when they were first seen together (for alive_backends).
+
+    Docker gives the address of a dead container to a new one while Serf may
+    still call the dead one alive: the later one wins the shared endpoint.
+    """
+
+    def __init__(self) -> None:
+        self.ranks: dict[str, int] = {}
+        self._joins = 0
+
+    def update(self, alive: Iterable[str]) -> dict[str, int]:
+        """Forget the departed, rank the newcomers (first seen together: a tie)."""
+        names = set(alive)
+        self.ranks = {n: r for n, r in self.ranks.items() if n in names}
+        new = names - self.ranks.keys()
+        if new:
+            self._joins += 1
+            self.ranks |= dict.fromkeys(new, self._joins)
+        return self.ranks

@@ -1,7 +1,11 @@
-"""Where things live inside the containers (overridable through the environment for tests)."""
+"""Where things live inside the containers (overridable through the environment for tests),
+and which addresses are the container's own (read from /proc, not from its name: the
+balancer shares the Docker host's network)."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +25,10 @@ class Paths:
     master_socket: Path = Path("/run/haproxy/master.sock")
     haproxy_service: Path = Path("/etc/s6/haproxy")
     haproxy_bin: str = "haproxy"
-    serf_bin: str = "serf"
     serf_rpc_addr: str = "127.0.0.1:7373"
+    # The cluster's secrets: a read-only bind mount of a directory on the
+    # Docker host, 0700 and its files 0400, owned by the Serf agent's user.
+    secrets_dir: Path = Path("/run/secrets/lbcluster")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Paths:
@@ -34,3 +40,35 @@ class Paths:
             if raw is not None:
                 values[name] = Path(raw) if isinstance(default, Path) else raw
         return cls(**values)  # type: ignore[arg-type]
+
+
+def local_addresses(proc: Path = Path("/proc/net")) -> frozenset[str]:
+    """The addresses of this network namespace's interfaces: the container's own, or the
+    Docker host's when the container shares the host's network (the balancer)."""
+    found: set[str] = set()
+    for name, parse in (("fib_trie", fib_local_addresses), ("if_inet6", inet6_addresses)):
+        with contextlib.suppress(OSError):  # if_inet6 is absent without IPv6
+            found |= parse((proc / name).read_text())
+    return frozenset(found)
+
+
+def fib_local_addresses(fib_trie: str) -> set[str]:
+    """The IPv4 addresses ``/proc/net/fib_trie`` marks ``/32 host LOCAL``: the interfaces' own."""
+    found, last = set(), ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|-- "):
+            last = text[4:]
+        elif text == "/32 host LOCAL" and last:
+            found.add(ipaddress.IPv4Address(last).compressed)
+    return found
+
+
+def inet6_addresses(if_inet6: str) -> set[str]:
+    """The IPv6 addresses of ``/proc/net/if_inet6`` (32 hex digits first on each line)."""
+    found = set()
+    for line in if_inet6.splitlines():
+        fields = line.split()
+        if fields and len(fields[0]) == 32:
+            found.add(ipaddress.IPv6Address(int(fields[0], 16)).compressed)
+    return found

@@ -1,25 +1,35 @@
-"""A small client of the Serf agent's RPC protocol (msgpack over TCP).
+"""The one way in from Serf: a small client of the agent's RPC protocol
+(msgpack over TCP), and the decoder of its records into validated members.
 
 The membership handler keeps one connection streaming events and another
-for ``members`` queries, so an event reaches it without Serf forking a
-process, and reading the membership costs a round trip, not a ``serf``
-process. Protocol: https://github.com/hashicorp/serf/blob/master/website/
+for ``members`` queries (:class:`Agent`), so an event reaches it without
+Serf forking a process, and reading the membership costs a round trip, not
+a ``serf`` process. The status tool and the one-shot handler commands read
+the membership the same way. Protocol: https://github.com/hashicorp/serf/blob/master/website/
 source/docs/agent/rpc.html.markdown (request header ``{Command, Seq}``,
 response header ``{Seq, Error}``, each optionally followed by a body).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import msgpack
 
-from .members import InvalidMember, ParseResult, member_from_rpc
-from .serfcli import SerfUnavailable
+from .events import MEMBER_EVENTS, OTHER_EVENTS, Event, InvalidEvent
+from .members import InvalidMember, Member, ParseResult, make_member, printable
+
+T = TypeVar("T")
 
 # Every member event, and user events (the join hint).
 STREAM_TYPES = "member-join,member-leave,member-failed,member-update,member-reap,user"
+
+
+class SerfUnavailable(RuntimeError):
+    """The local Serf agent did not answer, or answered something unreadable."""
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -122,7 +132,7 @@ class SerfRPC:
         raw = body.get("Members") if isinstance(body, dict) else None
         if not isinstance(raw, list):
             raise SerfUnavailable(f"Serf agent at {self.addr}: members: no member list")
-        return parse_rpc_members(raw)
+        return decode_members(raw)
 
     def subscribe(self, types: str = STREAM_TYPES) -> None:
         """Start streaming events on this connection (then only next_event() is used)."""
@@ -144,6 +154,42 @@ class SerfRPC:
         return body if isinstance(body, dict) else {}
 
 
+class Agent:
+    """The local agent's membership over one RPC connection, kept open while it works.
+
+    A failed query closes the connection; the next one opens a new one (the
+    agent may have been restarted by s6).
+    """
+
+    def __init__(self, addr: str, auth: str = "", timeout: float = 5.0) -> None:
+        self.addr = addr
+        self.auth = auth
+        self.timeout = timeout
+        self._rpc: SerfRPC | None = None
+
+    def members(self) -> ParseResult:
+        """Every member the agent knows (any status), validated one by one."""
+        return self._call(lambda rpc: rpc.members())
+
+    def force_leave(self, name: str) -> None:
+        """Serf's force-leave of ``name``: this agent records that it left, and tells the others."""
+        self._call(lambda rpc: rpc.request("force-leave", {"Node": name}))
+
+    def _call(self, ask: Callable[[SerfRPC], T]) -> T:
+        if self._rpc is None:
+            self._rpc = SerfRPC(self.addr, self.auth, self.timeout)
+        try:
+            return ask(self._rpc)
+        except SerfUnavailable:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._rpc is not None:
+            self._rpc.close()
+            self._rpc = None
+
+
 def _bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -154,21 +200,46 @@ def _bytes(value: Any) -> bytes:
     raise InvalidMember(f"address is not a byte string: {type(value).__name__}")
 
 
-def parse_rpc_members(raw: list[Any]) -> ParseResult:
+def decode_member(item: object) -> Member:
+    """Validate one member record (``Addr``: 4 or 16 bytes of IP, IPv4-mapped allowed)."""
+    if not isinstance(item, Mapping):
+        raise InvalidMember("member entry is not a map")
+    name, tags = item.get("Name"), item.get("Tags")
+    if not isinstance(name, str):
+        raise InvalidMember(f"member name is not a string: {printable(str(name))}")
+    addr = _bytes(item.get("Addr", b""))
+    if len(addr) not in (4, 16):
+        raise InvalidMember(f"member {printable(name)}: address of {len(addr)} bytes")
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise InvalidMember(f"member {printable(name)}: tags are not strings")
+    return make_member(name, ip.compressed, tags, str(item.get("Status")))
+
+
+def decode_members(raw: list[Any]) -> ParseResult:
     """Validate the ``Members`` of an RPC answer or event, refusing bad ones one by one."""
     result = ParseResult()
     for item in raw:
         try:
-            if not isinstance(item, dict):
-                raise InvalidMember("member entry is not a map")
-            result.members.append(
-                member_from_rpc(
-                    item.get("Name"),
-                    _bytes(item.get("Addr", b"")),
-                    item.get("Tags"),
-                    item.get("Status"),
-                )
-            )
+            result.members.append(decode_member(item))
         except InvalidMember as exc:
             result.refused.append(str(exc))
     return result
+
+
+def decode_event(body: Mapping[str, Any]) -> Event:
+    """One streamed event; raises :class:`InvalidEvent` for anything that is not one."""
+    name = body.get("Event")
+    if not isinstance(name, str) or name not in MEMBER_EVENTS | OTHER_EVENTS:
+        raise InvalidEvent(f"event {str(name)[:40]!r} from the Serf stream: not a Serf event")
+    user_event = body.get("Name") if name == "user" else ""
+    raw = body.get("Members") if name in MEMBER_EVENTS else []
+    if isinstance(raw, list):
+        members = decode_members(raw)
+    else:
+        members = ParseResult(refused=[f"{name} event without a member list"])
+    return Event(name, user_event if isinstance(user_event, str) else "", members)

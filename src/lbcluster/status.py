@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from . import haproxy
-from .members import ROLE_BACKEND
+from .members import ROLE_BACKEND, AddressPolicy, Member, alive_backends
 from .nodes import read_nodes
-from .paths import Paths
+from .paths import Paths, local_addresses
 from .render import SettingsError, load_settings
-from .serfcli import SerfUnavailable, live_members
+from .secretfiles import SecretUnavailable, rpc_token
+from .serfrpc import Agent, SerfUnavailable
 
 
 def _mtime(path: Path) -> float | None:
@@ -26,30 +27,41 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def collect(paths: Paths) -> dict[str, Any]:
-    """Gather everything; a part that cannot be read is reported, not fatal."""
+def collect(paths: Paths, agent: Agent, own: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Gather everything; a part that cannot be read is reported, not fatal.
+
+    The backends that should serve are chosen as the handler chooses them
+    (the same validation and address policy, ``own``: the balancer's
+    addresses); the members it refuses, present or departed, are warnings:
+    they do not make membership, /nodes and HAProxy disagree.
+    """
     errors: list[str] = []
-    members: list[dict[str, Any]] = []
+    warnings: list[str] = []
     try:
-        view = live_members(paths.serf_bin, paths.serf_rpc_addr)
-        members = [
-            {
-                "name": m.name,
-                "role": m.role,
-                "address": m.address,
-                "port": m.port,
-                "serf": m.status,
-            }
+        settings = load_settings(paths.settings)
+        policy = AddressPolicy.from_settings(settings, own)
+    except (SettingsError, ValueError) as exc:
+        errors.append(str(exc))
+        settings, policy = {}, AddressPolicy(own=own)
+    backend = str(settings.get("backend_name", "nodes"))
+    listed: list[Member] = []
+    departed = 0
+    alive: set[str] = set()
+    try:
+        view = agent.members()
+        wanted = alive_backends(view.members, None, policy)
+        accepted = {m.name: m for m in wanted.members}
+        alive = set(accepted)
+        listed = [
+            m
             for m in sorted(view.members)
+            if m.status == "alive" and (m.role != ROLE_BACKEND or accepted.get(m.name) == m)
         ]
-        errors += [f"refused member: {r}" for r in view.refused]
+        # Serf remembers departed members for a day: counted, not listed.
+        departed = sum(m.status != "alive" for m in view.members)
+        warnings += [f"refused member: {r}" for r in view.refused + wanted.refused]
     except SerfUnavailable as exc:
         errors.append(str(exc))
-    try:
-        backend = str(load_settings(paths.settings).get("backend_name", "nodes"))
-    except SettingsError as exc:
-        errors.append(str(exc))
-        backend = "nodes"
     servers: dict[str, dict[str, str]] = {}
     try:
         servers = {r["svname"]: r for r in haproxy.server_states(paths.admin_socket, backend)}
@@ -57,13 +69,18 @@ def collect(paths: Paths) -> dict[str, Any]:
         errors.append(f"HAProxy admin socket {paths.admin_socket}: {exc}")
     recorded, problems = read_nodes(paths.nodes_dir)
     errors += problems
-    by_name = {m["name"]: m for m in members}
-    # Serf remembers departed members for a day: show them only while HAProxy
-    # or /nodes still has them (that would be a disagreement worth seeing).
-    shown = {n for n, m in by_name.items() if m["serf"] == "alive"}
-    departed = len(by_name) - len(shown)
+    by_name: dict[str, dict[str, Any]] = {
+        m.name: {
+            "name": m.name,
+            "role": m.role,
+            "address": m.address,
+            "port": m.port,
+            "serf": m.status,
+        }
+        for m in listed
+    }
     rows = []
-    for name in sorted(shown | set(servers) | {m.name for m in recorded}):
+    for name in sorted(set(by_name) | set(servers) | {m.name for m in recorded}):
         member = by_name.get(name, {"name": name, "role": "?", "serf": "unknown"})
         stat = servers.get(name, {})
         rows.append(
@@ -77,7 +94,6 @@ def collect(paths: Paths) -> dict[str, Any]:
                 "in_nodes": any(m.name == name for m in recorded),
             }
         )
-    alive = {m["name"] for m in members if m["role"] == ROLE_BACKEND and m["serf"] == "alive"}
     state: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         state = json.loads(paths.state.read_text(encoding="utf-8"))
@@ -91,7 +107,9 @@ def collect(paths: Paths) -> dict[str, Any]:
         "agree": not errors and alive == set(servers) == {m.name for m in recorded},
         "config_age_s": None if config_mtime is None else round(time.time() - config_mtime, 1),
         "departed_members": departed,
+        "refused_members": len(warnings),
         "handler": state,
+        "warnings": warnings,
         "errors": errors,
     }
 
@@ -131,6 +149,12 @@ def format_table(report: dict[str, Any]) -> str:
         f" departed members (left/failed, hidden): {report.get('departed_members', 0)}"
     )
     out.append("membership, /nodes and HAProxy agree" if report["agree"] else "DISAGREEMENT")
+    if report.get("warnings"):
+        out.append(
+            f"warning: {len(report['warnings'])} members refused (present or departed;"
+            " they never reach HAProxy):"
+        )
+        out += [f"warning: {w}" for w in report["warnings"]]
     out += [f"error: {e}" for e in report["errors"]]
     return "\n".join(out)
 
@@ -139,7 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbcluster-status", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    report = collect(Paths.from_env())
+    paths = Paths.from_env()
+    try:
+        token = rpc_token(paths.secrets_dir)
+    except SecretUnavailable as exc:
+        print(f"lbcluster-status: {exc}", file=sys.stderr)
+        return 2
+    agent = Agent(paths.serf_rpc_addr, token)
+    try:
+        report = collect(paths, agent, local_addresses())
+    finally:
+        agent.close()
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["agree"] else 1
 

@@ -1,32 +1,45 @@
 """Integration fixtures: a real cluster, started by the real playbook.
 
 Every check goes through what a user sees: HTTP on 127.0.0.1, the stats
-page, files and processes inside the containers.
+page, files and processes inside the containers. The helpers are
+lbcluster_support's (shared with the bench and the scripts); the ones here
+only turn their errors into test failures.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import docker
 import pytest
 
-from lbcluster import statspage
+from lbcluster_support import playbook as support_playbook
+from lbcluster_support import poll, project, statspage
+from lbcluster_support.containers import docker_client, exec_in
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project.ROOT  # the tests import ROOT and SECRETS from here
+SECRETS = project.SECRETS
+SECRETS_MOUNT = "/run/secrets/lbcluster"
+"""Where the roles mount the secrets directory in every container."""
 HTTP = os.environ.get("LBCLUSTER_TEST_HTTP", "http://127.0.0.1:8080")
+HTTPS = os.environ.get("LBCLUSTER_TEST_HTTPS", "https://127.0.0.1:8443")
+CA = SECRETS / "tls-ca.crt"  # the CA the cluster_secrets role generated
 STATS = os.environ.get("LBCLUSTER_TEST_STATS", "http://127.0.0.1:1936")
-SECRETS = ROOT / "inventory" / "local" / ".secrets"
 T = TypeVar("T")
+
+
+def tls_context(cafile: Path = CA) -> ssl.SSLContext:
+    """A client context that trusts only ``cafile`` and verifies the name (never unverified)."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    return context
 
 
 def stats_auth() -> str:
@@ -35,24 +48,12 @@ def stats_auth() -> str:
 
 
 def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ansible-playbook from the project root; print its output on failure."""
-    bindir = Path(sys.executable).parent
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
-    env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
-    proc = subprocess.run(
-        [str(bindir / "ansible-playbook"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(
-            f"ansible-playbook {' '.join(args)} failed:\n{proc.stdout[-6000:]}{proc.stderr}"
-        )
-    return proc
+    """Run ansible-playbook from the project root, output captured; fail the test with it."""
+    try:
+        return support_playbook.playbook(*args, check=check)
+    except support_playbook.PlaybookFailed as failed:
+        message = str(failed)
+    pytest.fail(message)  # outside the except: no chained traceback of the helper
 
 
 def scale(count: int) -> subprocess.CompletedProcess[str]:
@@ -65,17 +66,11 @@ def wait_until(probe: Callable[[], T], timeout: float = 30.0, interval: float = 
     An exception from the probe (a port not yet open, a container restarting)
     counts as "not yet".
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value: T | Exception = probe()
-        except Exception as exc:
-            value = exc
-        if value and not isinstance(value, Exception):
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"condition not met within {timeout}s (last value: {value!r})")
-        time.sleep(interval)
+    try:
+        return poll.wait_until(probe, timeout, interval)
+    except poll.WaitTimeout as timed_out:
+        message = str(timed_out)
+    pytest.fail(message)  # outside the except: no chained traceback of the helper
 
 
 def _lower(items: Any) -> dict[str, str]:
@@ -91,7 +86,9 @@ def http(
     cookie: str | None = None,
     body: bytes | None = None,
     auth: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request; ``context`` for https:// (see tls_context)."""
     request = urllib.request.Request(base + path, method=method, data=body)
     if auth:
         request.add_header("Authorization", auth)
@@ -100,7 +97,7 @@ def http(
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, _lower(response.headers.items()), response.read()
     except urllib.error.HTTPError as err:
         return err.code, _lower(err.headers.items()), err.read()
@@ -126,16 +123,32 @@ class Containers:
     """Thin helpers over the Docker SDK (docker exec, state)."""
 
     def __init__(self) -> None:
-        self.client = docker.from_env()
+        self.client = docker_client()
 
     def exec(self, name: str, *argv: str, check: bool = True) -> str:
-        result = self.client.containers.get(name).exec_run(list(argv))
-        output: str = result.output.decode(errors="replace")
-        if check:
-            assert result.exit_code == 0, (
-                f"{name}: {' '.join(argv)} -> {result.exit_code}: {output}"
-            )
-        return output
+        """Output of ``argv`` in container ``name``.
+
+        With ``check`` (the default), a non-zero exit raises ``ExecFailed``: an
+        exception, which ``wait_until`` counts as "not yet" (a pytest failure
+        would end the wait).
+        """
+        return exec_in(name, *argv, check=check)
+
+    def serf(self, name: str, *argv: str, check: bool = True) -> str:
+        """``serf ARGV`` in container ``name`` (as root), with the RPC token of its file.
+
+        The token goes through the environment of this one process, never its
+        command line (``-rpc-auth``: /proc/*/cmdline is world-readable).
+        """
+        script = f'SERF_RPC_AUTH="$(cat {SECRETS_MOUNT}/serf-rpc)" exec serf "$@"'
+        return self.exec(name, "sh", "-c", script, "serf", *argv, check=check)
+
+    def serf_members(self, name: str = "ha") -> list[dict[str, Any]]:
+        """``serf members`` of the agent in ``name``, every status."""
+        members: list[dict[str, Any]] = json.loads(self.serf(name, "members", "-format=json"))[
+            "members"
+        ]
+        return members
 
     def read(self, name: str, path: str) -> str:
         return self.exec(name, "cat", path)

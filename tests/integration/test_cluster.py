@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 from conftest import (
     HTTP,
@@ -29,6 +30,20 @@ def test_root_answers_the_json_of_a_backend(cluster: Containers) -> None:
     assert data["sessionViews"] == 1
     assert headers["x-backend-ip"] == data["ip"]
     assert "NODESESSID=" in headers["set-cookie"]
+
+
+def test_users_reach_haproxy_itself_and_it_sees_their_address(cluster: Containers) -> None:
+    """The balancer is on the host's network: no published port, no docker-proxy between the
+    user and HAProxy, so HAProxy sees (and logs) the client's own address and port."""
+    ha = cluster.client.containers.get("ha")
+    assert ha.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert not ha.attrs["HostConfig"]["PortBindings"]
+    with socket.create_connection(("127.0.0.1", 8080), timeout=5) as client:
+        # A malformed request: HAProxy answers 400 and logs it (errors are logged).
+        client.sendall(b"GET / HTTP/1.1\r\nHost: lbcluster\r\nno colon\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 400")
+        port = client.getsockname()[1]
+    wait_until(lambda: f"127.0.0.1:{port} [" in ha.logs(tail=50).decode(), timeout=5)
 
 
 def test_consecutive_requests_reach_both_backends(cluster: Containers) -> None:
@@ -123,14 +138,17 @@ def test_s6_is_pid_1_and_supervises_the_services(cluster: Containers) -> None:
         supervisors = {pid for pid, r in by_pid.items() if r[3] == "s6-supervise" and r[1] == "1"}
         supervised = {r[3] for r in rows if int(r[1]) in supervisors}
         assert programs <= supervised, ps
-    webapp_users = cluster.exec("s1", "ps", "-o", "user=", "-C", "lbcluster-webap,serf").split()
-    assert set(webapp_users) == {"app"}, "the web app and its agent run unprivileged"
+    app_users = cluster.exec("s1", "ps", "-o", "user=", "-C", "lbcluster-webap").split()
+    assert set(app_users) == {"app"}, "the web app runs unprivileged"
+    for name in ("s1", "ha"):
+        agent_users = cluster.exec(name, "ps", "-o", "user=", "-C", "serf").split()
+        assert set(agent_users) == {"serf"}, f"{name}: the Serf agent runs as its own user"
     worker_users = cluster.exec("ha", "ps", "-o", "user=", "-C", "haproxy").split()
     assert "haproxy" in worker_users, "HAProxy's worker drops privileges"
 
 
 def test_serf_members_lists_everyone_with_roles(cluster: Containers) -> None:
-    members = json.loads(cluster.exec("ha", "serf", "members", "-format=json"))["members"]
+    members = cluster.serf_members("ha")
     roles = {m["name"]: (m["tags"]["role"], m["status"]) for m in members}
     assert roles["ha"] == ("balancer", "alive")
     assert roles["s1"] == ("backend", "alive")

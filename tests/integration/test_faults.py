@@ -111,3 +111,34 @@ def test_killed_haproxy_worker_is_replaced(two_backends: Containers) -> None:
     )
     wait_until(lambda: up_servers() == {"s1", "s2"}, timeout=15)
     assert {get_json()["host"] for _ in range(4)} == {"s1", "s2"}
+
+
+def test_a_backend_whose_peers_did_not_answer_its_join_never_stays_isolated(
+    two_backends: Containers,
+) -> None:
+    # s2 starts while ha and s1 cannot answer: its join of the members' alias
+    # reaches only itself, which Serf counts as a success. Once they answer
+    # again, s2 must find the balancer by itself, without a restart.
+    cluster = two_backends
+    playbook("site.yml", "-e", "webapp_count=1")
+    paused = [cluster.client.containers.get(name) for name in ("ha", "s1")]
+    for container in paused:
+        container.pause()
+    try:
+        playbook(
+            "site.yml",
+            "--tags",
+            "webapp",
+            "-e",
+            "webapp_count=2",
+            "-e",
+            "cluster_converge_timeout=1",
+            check=False,
+        )
+        wait_until(lambda: cluster.status("s2") == "running", timeout=30)
+        time.sleep(8)  # its join attempts time out while they are paused
+    finally:
+        for container in paused:
+            container.unpause()
+    wait_until(lambda: up_servers() == {"s1", "s2"}, timeout=30)
+    assert "no balancer in sight" in cluster.client.containers.get("s2").logs().decode()

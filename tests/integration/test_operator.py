@@ -42,14 +42,22 @@ def test_status_json_carries_the_handler_counters(cluster: Containers) -> None:
 
 
 def test_status_exits_non_zero_on_disagreement(cluster: Containers) -> None:
-    cluster.exec("ha", "sh", "-c", "echo 's9 10.9.9.9 3000 port=3000,role=backend' > /nodes/s9")
+    # The handler service reconciles /nodes every second: hold it while the
+    # disagreement is made, so the status sees it for sure.
+    cluster.exec("ha", "s6-svc", "-d", "/etc/s6/handler")
     try:
+        cluster.exec("ha", "sh", "-c", "echo 's9 10.9.9.9 3000 port=3000,role=backend' > /nodes/s9")
         result = cluster.client.containers.get("ha").exec_run(["lbcluster-status"])
         assert result.exit_code == 1
         assert b"DISAGREEMENT" in result.output
     finally:
-        cluster.exec("ha", "rm", "-f", "/nodes/s9")
-    assert cluster.client.containers.get("ha").exec_run(["lbcluster-status"]).exit_code == 0
+        cluster.exec("ha", "s6-svc", "-u", "/etc/s6/handler")
+    # Back up, the handler reconciles /nodes with the live membership again.
+    wait_until(
+        lambda: cluster.client.containers.get("ha").exec_run(["lbcluster-status"]).exit_code == 0,
+        timeout=15,
+    )
+    assert cluster.nodes() == {"s1", "s2"}
 
 
 def test_every_service_logs_to_docker_logs_with_its_name(cluster: Containers) -> None:

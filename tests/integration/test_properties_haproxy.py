@@ -14,8 +14,9 @@ from conftest import Containers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbcluster.members import alive_backends, parse_members_json
+from lbcluster.members import alive_backends
 from lbcluster.render import render_config
+from lbcluster.serfrpc import decode_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_properties import serf_items  # the unit tests' strategy
@@ -31,7 +32,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "haproxy.cfg.j2"
 @given(st.lists(serf_items(), max_size=8))
 def test_rendered_configs_pass_haproxy_check(cluster: Containers, items: list[Any]) -> None:
     live_settings = json.loads(cluster.read("ha", "/etc/lbcluster/settings.json"))
-    parsed = parse_members_json(json.dumps({"members": items}))
+    parsed = decode_members(items)
     accepted = alive_backends(parsed.members).members
     config = render_config(TEMPLATE, live_settings, accepted)
     servers = [line.split()[1] for line in config.splitlines() if line.startswith("    server ")]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import Containers, http, scale, stats_servers, up_servers, wait_until
+import importlib
+import sys
+
+from conftest import ROOT, Containers, http, scale, stats_servers, up_servers, wait_until
 
 
 def test_scale_up_and_down(two_backends: Containers) -> None:
@@ -31,3 +34,15 @@ def test_no_backend_gives_503_not_a_connection_error(two_backends: Containers) -
     assert two_backends.nodes() == set()
     scale(1)
     wait_until(lambda: http("/")[0] == 200)
+
+
+def test_a_backend_the_benchmark_makes_serves(two_backends: Containers) -> None:
+    """bench/harness.new_backend copies s1 (image, settings, secrets): the benchmark's
+    joins, kills and bursts measure nothing if its backends cannot join."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    harness = importlib.import_module("harness")
+    with harness.extra_backends(["b1"]):
+        harness.new_backend("b1")
+        wait_until(lambda: up_servers() == {"s1", "s2", "b1"}, timeout=30)
+        two_backends.client.containers.get("b1").stop(timeout=20)
+        wait_until(lambda: two_backends.nodes() == {"s1", "s2"}, timeout=20)

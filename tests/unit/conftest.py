@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FAKE_HAPROXY, FAKE_SERF, Cluster, make_executable
+from fakeserf import FakeSerfAgent
+from helpers import FAKE_HAPROXY, Cluster, make_executable
 from hypothesis import configuration as hypothesis_configuration
 
 # Hypothesis keeps its example database and caches in ./.hypothesis by default:
@@ -23,13 +24,6 @@ def fake_haproxy(tmp_path: Path) -> Path:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     return make_executable(bindir / "haproxy", FAKE_HAPROXY)
-
-
-@pytest.fixture
-def fake_serf(tmp_path: Path) -> Path:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    return make_executable(bindir / "serf", FAKE_SERF)
 
 
 @pytest.fixture
@@ -48,5 +42,37 @@ def _no_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, short_tmp: Path, fake_serf: Path, fake_haproxy: Path) -> Cluster:
-    return Cluster(tmp_path, short_tmp, fake_serf, fake_haproxy)
+def agent() -> Iterator[FakeSerfAgent]:
+    """A fake Serf agent speaking the RPC protocol on 127.0.0.1 (token ``token``)."""
+    with FakeSerfAgent() as fake:
+        yield fake
+
+
+@pytest.fixture
+def script(tmp_path: Path, short_tmp: Path, agent: FakeSerfAgent, fake_haproxy: Path) -> Cluster:
+    """A balancer whose events come the lab's way: the event-handler script."""
+    return Cluster(tmp_path, short_tmp, agent, fake_haproxy)
+
+
+@pytest.fixture(params=["service", "script"])
+def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    short_tmp: Path,
+    agent: FakeSerfAgent,
+    fake_haproxy: Path,
+) -> Iterator[Cluster]:
+    """A balancer, once with events through the service (RPC stream), once through the script."""
+    balancer = Cluster(tmp_path, short_tmp, agent, fake_haproxy, way=request.param)
+    yield balancer
+    balancer.close()
+
+
+@pytest.fixture
+def service(
+    tmp_path: Path, short_tmp: Path, agent: FakeSerfAgent, fake_haproxy: Path
+) -> Iterator[Cluster]:
+    """A balancer whose events come the production way only: the service's RPC stream."""
+    balancer = Cluster(tmp_path, short_tmp, agent, fake_haproxy, way="service")
+    yield balancer
+    balancer.close()

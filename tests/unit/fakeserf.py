@@ -13,21 +13,44 @@ from typing import Any
 import msgpack
 
 
-def rpc_member(name: str, ip: str, role: str = "backend", port: int | None = 3000) -> dict:
-    """A member as Serf's RPC encodes it: the address as 16 bytes (IPv4-mapped)."""
-    tags = {"role": role} | ({"port": str(port)} if port is not None else {})
-    addr = ipaddress.IPv6Address(f"::ffff:{ip}").packed
-    return {"Name": name, "Addr": addr, "Port": 7946, "Tags": tags, "Status": "alive"}
+def rpc_member(
+    name: str,
+    addr: str,
+    *,
+    role: str = "backend",
+    port: str | int | None = "3000",
+    status: str = "alive",
+    tags: Any = None,
+) -> dict[str, Any]:
+    """A member record as Serf's RPC gives it; ``addr``: ``ip`` or ``ip:port``, ``[ip6]:port``.
+
+    The address is encoded as Serf does, 16 bytes (IPv4-mapped for IPv4).
+    """
+    if addr.startswith("["):
+        host = addr[1:].partition("]")[0]
+    else:
+        host = addr.partition(":")[0] if addr.count(":") == 1 else addr
+    ip = ipaddress.ip_address(host)
+    packed = (ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ip).packed
+    if tags is None:
+        tags = {"role": role} | ({"port": str(port)} if port is not None else {})
+    return {"Name": name, "Addr": packed, "Port": 7946, "Tags": tags, "Status": status}
+
+
+# The commands the fake answers; all but "members" have a body.
+COMMANDS = {"handshake", "auth", "members", "stream", "event", "join", "force-leave"}
 
 
 class FakeSerfAgent:
-    """Answers handshake, auth, members and stream; ``push()`` sends an event to streams."""
+    """Answers handshake, auth, members, stream, event, join and force-leave; ``push()`` sends an
+    event to streams."""
 
     def __init__(self, auth: str = "token") -> None:
         self.auth = auth
         self.members: list[dict[str, Any]] = []
         self.commands: list[str] = []
         self.events: list[dict[str, Any]] = []
+        self.joins: list[dict[str, Any]] = []  # bodies of "join" requests
         self.streams: list[tuple[socket.socket, int]] = []
         self.lock = threading.Lock()
         outer = self
@@ -45,7 +68,7 @@ class FakeSerfAgent:
 
     def serve(self, sock: socket.socket) -> None:
         unpacker = msgpack.Unpacker(raw=False)
-        bodies = {"handshake", "auth", "stream", "event"}
+        bodies = COMMANDS - {"members"}
         pending: str | None = None
         seq = 0
         while data := sock.recv(65536):
@@ -69,11 +92,21 @@ class FakeSerfAgent:
         if command == "event":
             with self.lock:
                 self.events.append(body)
-        if command not in {"handshake", "auth", "members", "stream", "event"}:
+        if command == "join":
+            with self.lock:
+                self.joins.append(body)
+        if command == "force-leave":  # as Serf: the member is left, whatever it was
+            with self.lock:
+                for member in self.members:
+                    if member["Name"] == body.get("Node"):
+                        member["Status"] = "left"
+        if command not in COMMANDS:
             error = f"Unsupported command: {command}"
         out = msgpack.packb({"Seq": seq, "Error": error})
         if command == "members" and not error:
             out += msgpack.packb({"Members": self.members})
+        if command == "join" and not error:
+            out += msgpack.packb({"Num": len(body.get("Existing", []))})
         if command == "stream" and not error:
             with self.lock:  # registered before the client learns it is streaming
                 self.streams.append((sock, seq))

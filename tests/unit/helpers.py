@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import ipaddress
 import json
 import re
 import stat
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from fakeserf import FakeSerfAgent, rpc_member
 
-from lbcluster.handler import main
+from lbcluster.cli import EXIT_ERROR, EXIT_OK, main
+from lbcluster.daemon import Daemon
+from lbcluster.handler import Handler
+from lbcluster.journal import EventLog
 from lbcluster.members import Member
 from lbcluster.paths import Paths
 from lbcluster.render import render_config
+from lbcluster.serfrpc import Agent, SerfRPC
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "haproxy.cfg.j2"
@@ -27,10 +34,14 @@ LIBRARY = REPO / "library"
 # the role writes to settings.json); test_render checks that the keys still agree.
 SETTINGS: dict[str, Any] = {
     "backend_name": "nodes",
-    "http_port": 80,
+    "http_address": "127.0.0.1",
+    "http_port": 8080,
+    "https_address": "127.0.0.1",
+    "https_port": 8443,
+    "stats_address": "127.0.0.1",
     "stats_port": 1936,
     "stats_user": "",
-    "stats_password": "",
+    "stats_password_hash": "",
     "sticky_sessions": False,
     "check_interval": "500ms",
     "check_fastinter": "250ms",
@@ -47,6 +58,11 @@ SETTINGS: dict[str, Any] = {
     "threads": 1,
     "log_level": "info",
     "log_requests": "errors",
+    "tls": True,
+    "tls_redirect": False,
+    "tls_pem": "/etc/lbcluster/tls/server.pem",
+    "tls_certificate_sha256": "0123456789abcdef" * 4,
+    "backend_networks": ["172.18.0.0/16", "fd00::/8"],
 }
 
 
@@ -83,57 +99,37 @@ fi
 exit 0
 """
 
-# A fake `serf`: records its arguments and prints `members.json` (next to it);
-# fails with the text of `serf.fail` when that file exists.
-FAKE_SERF = """#!/bin/sh
-here=$(dirname "$0")
-echo "$@" >> "$here/serf.calls"
-if [ -e "$here/serf.fail" ]; then
-    cat "$here/serf.fail" >&2
-    exit 1
-fi
-cat "$here/members.json"
-"""
+serf_member = rpc_member  # the name the handler tests use
 
 
-def serf_member(
-    name: str,
-    addr: str,
-    *,
-    role: str = "backend",
-    port: str | None = "3000",
-    status: str = "alive",
-    **extra: Any,
-) -> dict[str, Any]:
-    """One entry of `serf members -format=json`, as Serf 0.10 prints it."""
-    tags = {"role": role}
-    if port is not None:
-        tags["port"] = port
-    item: dict[str, Any] = {
-        "name": name,
-        "addr": addr,
-        "port": 7946,
-        "tags": tags,
-        "status": status,
-        "protocol": {"max": 5, "min": 2, "version": 5},
-    }
-    item.update(extra)
-    return item
-
-
-def members_json(*items: dict[str, Any]) -> str:
-    return json.dumps({"members": list(items)})
+def event_line(record: dict[str, Any]) -> str:
+    """The line Serf writes on an event handler's stdin for ``record``."""
+    ip = ipaddress.ip_address(record["Addr"])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    tags = ",".join(f"{k}={v}" for k, v in record["Tags"].items())
+    return f"{record['Name']}\t{ip.compressed}\t\t{tags}"
 
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
 class Cluster:
-    """A balancer's files under tmp_path, with fake serf and haproxy next to them."""
+    """A balancer's files under tmp_path, a fake Serf agent (RPC) and a fake haproxy.
 
-    def __init__(self, root: Path, sockets: Path, serf: Path, haproxy: Path) -> None:
+    ``way``: how events reach the handler. ``script``: the lab's event-handler
+    script (``lbcluster-handler`` with SERF_EVENT and stdin); ``service``: the
+    production path, the agent's RPC event stream read by the service loop
+    (daemon.Daemon, stepped by the test: no thread, no timing).
+    """
+
+    def __init__(
+        self, root: Path, sockets: Path, agent: FakeSerfAgent, haproxy: Path, way: str = "script"
+    ) -> None:
         self.root = root
-        self.bin = serf.parent
+        self.bin = haproxy.parent
+        self.agent = agent
+        self.way = way
         self.env = {
             "LBCLUSTER_NODES_DIR": str(root / "nodes"),
             "LBCLUSTER_EVENT_LOG": str(root / "log" / "serf.log"),
@@ -146,18 +142,27 @@ class Cluster:
             "LBCLUSTER_ADMIN_SOCKET": str(sockets / "admin.sock"),
             "LBCLUSTER_MASTER_SOCKET": str(sockets / "master.sock"),
             "LBCLUSTER_HAPROXY_BIN": str(haproxy),
-            "LBCLUSTER_SERF_BIN": str(serf),
-            "LBCLUSTER_SERF_RPC_ADDR": "127.0.0.1:7373",
+            "LBCLUSTER_SERF_RPC_ADDR": agent.addr,
+            "LBCLUSTER_SECRETS_DIR": str(root / "secrets"),
         }
         self.paths = Paths.from_env(self.env)
+        self.rpc_token(agent.auth)
         self.paths.settings.parent.mkdir(parents=True)
         self.paths.settings.write_text(json.dumps(SETTINGS, indent=2) + "\n")
         self.members()
+        self._service: tuple[Daemon, SerfRPC] | None = None
 
-    def members(self, *items: dict[str, Any]) -> None:
-        (self.bin / "members.json").write_text(members_json(*items))
+    def rpc_token(self, token: str) -> None:
+        """The RPC token the handler reads (its file in the secrets directory)."""
+        self.paths.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        (self.paths.secrets_dir / "serf-rpc").write_text(token + "\n")
+
+    def members(self, *records: dict[str, Any]) -> None:
+        """What the agent answers to ``members`` from now on."""
+        self.agent.members = list(records)
 
     def run(self, event: str | None, stdin: str = "", *argv: str) -> int:
+        """``lbcluster-handler ARGV`` with SERF_EVENT=event (None: unset) and ``stdin``."""
         with pytest.MonkeyPatch.context() as mp:
             for key, value in self.env.items():
                 mp.setenv(key, value)
@@ -166,6 +171,46 @@ class Cluster:
             else:
                 mp.setenv("SERF_EVENT", event)
             return main(list(argv), io.StringIO(stdin))
+
+    def event(self, name: str, *records: dict[str, Any], user_event: str = "") -> int:
+        """One Serf event naming ``records``, delivered the cluster's way; the exit status
+        (service: EXIT_ERROR when the handler counted an error)."""
+        if self.way == "script":
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("SERF_USER_EVENT", user_event)
+                return self.run(name, "\n".join(event_line(r) for r in records))
+        daemon, stream = self.service()
+        errors = self.counter("errors")
+        body: dict[str, Any] = {"Event": name, "LTime": 1}
+        if name == "user":
+            body |= {"Name": user_event, "Payload": b""}
+        else:
+            body["Members"] = list(records)
+        self.agent.push(body)
+        deadline = time.monotonic() + 5
+        while not daemon.step(stream):
+            assert time.monotonic() < deadline, "the service did not receive the event"
+        # What the event left for later (the file after a Runtime API change) is done.
+        while daemon.handler.pending.file_due is not None:
+            assert time.monotonic() < deadline, "the deferred file was not written"
+            daemon.step(stream)
+        return EXIT_ERROR if self.counter("errors") > errors else EXIT_OK
+
+    def service(self) -> tuple[Daemon, SerfRPC]:
+        """The service loop, connected to the agent's event stream (once)."""
+        if self._service is None:
+            log = EventLog(self.paths.event_log)
+            handler = Handler(self.paths, log, Agent(self.agent.addr, self.agent.auth).members)
+            daemon = Daemon(handler, self.paths, log, self.agent.auth, reconcile_s=3600)
+            daemon.next_reconcile = float("inf")  # only events (and what they leave) drive it
+            stream = SerfRPC(self.agent.addr, self.agent.auth)
+            stream.subscribe()
+            self._service = (daemon, stream)
+        return self._service
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service[1].close()
 
     def log(self) -> list[str]:
         """serf.log without the timestamps (checked to be there)."""
@@ -189,11 +234,16 @@ class Cluster:
     def state(self) -> dict[str, Any]:
         return json.loads(self.paths.state.read_text())
 
-    def serf_calls(self) -> list[str]:
+    def counter(self, name: str) -> int:
         try:
-            return (self.bin / "serf.calls").read_text().splitlines()
+            return int(self.state().get(name, 0))
         except FileNotFoundError:
-            return []
+            return 0
+
+    def queries(self) -> int:
+        """How many times the membership was read from the agent."""
+        with self.agent.lock:
+            return self.agent.commands.count("members")
 
     def haproxy_fails(self, message: str) -> None:
         (self.bin / "haproxy.fail").write_text(message)

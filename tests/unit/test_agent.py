@@ -1,9 +1,12 @@
-"""lbcluster.agent: Serf's configuration from the container's environment."""
+"""lbcluster.agent: Serf's configuration from the container's environment and secret files."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
+import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -13,15 +16,30 @@ import pytest
 from fakeserf import FakeSerfAgent, rpc_member
 
 from lbcluster import agent
-from lbcluster.agent import AgentConfigError, send_join_hint, wait_for_app
-from lbcluster.agent import agent_config as _agent_config
+from lbcluster.agent import (
+    AgentConfigError,
+    agent_config,
+    keep_joined,
+    secret_config,
+    seed_addresses,
+    wait_for_app,
+    write_private,
+)
+from lbcluster.secretfiles import SecretUnavailable
 
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
+TOKEN = "tok3nTOK3Ntok3nTOK3N"  # noqa: S105 (a test value)
 
 
-def agent_config(env: dict[str, str], hostname: str) -> dict[str, object]:
-    """agent_config with the mandatory gossip key set (unless the test sets its own)."""
-    return _agent_config({"LBCLUSTER_SERF_ENCRYPT_KEY": KEY, **env}, hostname)
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    """A secrets directory as the roles write it: 0700, the key and the token 0400."""
+    directory = tmp_path / "secrets"
+    directory.mkdir(mode=0o700)
+    for name, value in (("serf-encrypt-key", KEY), ("serf-rpc", TOKEN)):
+        (directory / name).write_text(value + "\n")
+        (directory / name).chmod(0o400)
+    return directory
 
 
 def test_balancer_config_defaults() -> None:
@@ -31,7 +49,6 @@ def test_balancer_config_defaults() -> None:
         "tags": {"role": "balancer"},
         "bind": "0.0.0.0:7946",
         "rpc_addr": "127.0.0.1:7373",
-        "encrypt_key": KEY,
         "profile": "local",
         "retry_join": [],
         "retry_interval": "2s",
@@ -43,6 +60,43 @@ def test_balancer_config_defaults() -> None:
         "log_level": "warn",
     }
     json.dumps(config)  # Serf reads it as JSON
+
+
+def test_the_balancer_on_the_hosts_network_listens_on_the_given_address_only() -> None:
+    env = {
+        "LBCLUSTER_ROLE": "balancer",
+        "LBCLUSTER_SERF_BIND": "192.168.16.1:7946",
+        "LBCLUSTER_SERF_RPC_ADDR": "127.0.0.1:17373",
+    }
+    config = agent_config(env, "host-name")
+    assert (config["bind"], config["rpc_addr"]) == ("192.168.16.1:7946", "127.0.0.1:17373")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("LBCLUSTER_SERF_BIND", "gateway:7946", "expected an IPv4 address and a port"),
+        ("LBCLUSTER_SERF_BIND", "192.168.16.1", "expected an IPv4 address and a port"),
+        ("LBCLUSTER_SERF_BIND", "192.168.16.1:0", "expected an IPv4 address and a port"),
+        ("LBCLUSTER_SERF_RPC_ADDR", "192.168.16.1:7373", "keep it on loopback"),
+    ],
+)
+def test_wrong_listening_addresses_are_named(variable: str, value: str, reason: str) -> None:
+    with pytest.raises(AgentConfigError, match=f"{variable}='{re.escape(value)}': .*{reason}"):
+        agent_config({"LBCLUSTER_ROLE": "balancer", variable: value}, "ha")
+
+
+def test_secrets_never_come_from_the_environment() -> None:
+    env = {
+        "LBCLUSTER_ROLE": "backend",
+        "LBCLUSTER_SERF_ENCRYPT_KEY": KEY,
+        "SERF_RPC_AUTH": TOKEN,
+    }
+    config = agent_config(env, "s1")
+    assert "encrypt_key" not in config
+    assert "rpc_auth" not in config
+    assert KEY not in json.dumps(config)
+    assert TOKEN not in json.dumps(config)
 
 
 def test_backend_config_has_port_tag() -> None:
@@ -188,59 +242,220 @@ def test_main_bad_environment_exits_2(
     assert capsys.readouterr().err.startswith("lbcluster-serf: LBCLUSTER_ROLE='nope'")
 
 
-def test_main_writes_config_and_execs_serf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    calls: list[tuple[str, list[str]]] = []
+def _main_env(monkeypatch: pytest.MonkeyPatch, secrets: Path) -> Path:
+    """The environment of the serf service; returns where the configuration goes."""
+    tmp_path = secrets.parent
     monkeypatch.setenv("LBCLUSTER_ROLE", "balancer")
-    monkeypatch.setenv("LBCLUSTER_SERF_ENCRYPT_KEY", KEY)
     monkeypatch.setenv("LBCLUSTER_NODE_NAME", "ha")
-    monkeypatch.setenv("LBCLUSTER_SERF_CONFIG", str(tmp_path / "run" / "serf.json"))
+    monkeypatch.setenv("LBCLUSTER_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("LBCLUSTER_SERF_CONFIG", str(tmp_path / "home" / "serf.json"))
     monkeypatch.setenv("LBCLUSTER_SERF_SNAPSHOT", str(tmp_path / "lib" / "snapshot"))
     monkeypatch.setenv("LBCLUSTER_SERF_BIN", "/opt/serf")
+    return tmp_path / "home" / "serf.json"
+
+
+def test_main_writes_a_private_config_and_execs_serf(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secrets: Path
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    config = _main_env(monkeypatch, secrets)
     monkeypatch.setattr(agent.os, "execvp", lambda f, a: calls.append((f, a)))
     assert agent.main() == 0
-    written = json.loads((tmp_path / "run" / "serf.json").read_text())
+    written = json.loads(config.read_text())
     assert written["node_name"] == "ha"
+    assert (written["encrypt_key"], written["rpc_auth"]) == (KEY, TOKEN)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in config.parent.iterdir()) == ["serf.json"], "no temp file left"
     assert (tmp_path / "lib").is_dir()
-    assert calls == [
-        ("/opt/serf", ["/opt/serf", "agent", f"-config-file={tmp_path}/run/serf.json"])
-    ]
+    assert calls == [("/opt/serf", ["/opt/serf", "agent", f"-config-file={config}"])]
+    assert not any(KEY in arg or TOKEN in arg for arg in calls[0][1]), "nothing secret in argv"
 
 
 @pytest.mark.parametrize(
-    ("key", "why"),
+    ("missing", "what"),
+    [("serf-encrypt-key", "the Serf gossip key"), ("serf-rpc", "the Serf RPC token")],
+)
+def test_main_without_a_secret_file_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    secrets: Path,
+    capsys: pytest.CaptureFixture[str],
+    missing: str,
+    what: str,
+) -> None:
+    config = _main_env(monkeypatch, secrets)
+    (secrets / missing).unlink()
+    monkeypatch.setattr(agent.os, "execvp", lambda f, a: pytest.fail("serf started"))
+    assert agent.main() == 2
+    assert capsys.readouterr().err == (
+        f"lbcluster-serf: cannot read {what}: {secrets / missing}: no such file\n"
+    )
+    assert not config.exists()
+
+
+def test_main_with_an_unreadable_key_exits_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    secrets: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _main_env(monkeypatch, secrets)
+    key = secrets / "serf-encrypt-key"
+    real_open = Path.open
+
+    def denied(self: Path, *args: object, **kwargs: object) -> object:
+        if self == key:  # root reads any file: deny as the kernel would another user
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert agent.main() == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"lbcluster-serf: cannot read the Serf gossip key: {key}:"
+        f" permission denied to uid {os.geteuid()}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
     [
-        ("", "gossip encryption is mandatory"),
-        ("not base64!", "not base64"),
-        ("c2hvcnQ=", "16, 24 or 32-byte"),  # b"short"
+        ("", "is malformed"),
+        ("Zm9v YmFy", "is malformed"),  # a space inside
+        ("not-base64", "is not base64 of a 16, 24 or 32-byte key"),
+        ("c2hvcnQ=", "is 5 bytes once decoded: expected 16, 24 or 32"),  # b"short"
+        (KEY + "\n" + KEY, "is malformed"),
     ],
 )
-def test_gossip_key_is_mandatory_and_checked(key: str, why: str) -> None:
-    with pytest.raises(AgentConfigError, match="LBCLUSTER_SERF_ENCRYPT_KEY") as exc:
-        agent_config({"LBCLUSTER_ROLE": "backend", "LBCLUSTER_SERF_ENCRYPT_KEY": key}, "s1")
-    assert why in str(exc.value)
+def test_main_with_a_malformed_key_exits_2_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+    secrets: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    why: str,
+) -> None:
+    config = _main_env(monkeypatch, secrets)
+    key = secrets / "serf-encrypt-key"
+    key.chmod(0o600)
+    key.write_text(content)
+    assert agent.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lbcluster-serf: the Serf gossip key in {key} ")
+    assert why in err
+    if content:
+        assert content.split(maxsplit=1)[0] not in err
+    assert not config.exists()
 
 
-def test_rpc_auth_comes_from_serf_rpc_auth() -> None:
-    config = agent_config({"LBCLUSTER_ROLE": "backend", "SERF_RPC_AUTH": "tok3n"}, "s1")
-    assert config["rpc_auth"] == "tok3n"
-    assert "rpc_auth" not in agent_config({"LBCLUSTER_ROLE": "backend"}, "s1")
+def test_secret_config_reads_both_files(secrets: Path) -> None:
+    assert secret_config(secrets) == {"encrypt_key": KEY, "rpc_auth": TOKEN}
+    (secrets / "serf-rpc").unlink()
+    with pytest.raises(SecretUnavailable, match="serf-rpc: no such file"):
+        secret_config(secrets)
 
 
-def test_join_hint_waits_for_a_peer_then_sends_an_uncoalesced_event() -> None:
-    with FakeSerfAgent() as agent:
-        agent.members = [rpc_member("s1", "172.18.0.3")]
-        sent: list[bool] = []
-        thread = threading.Thread(target=lambda: sent.append(send_join_hint(agent.addr, "token")))
-        thread.start()
-        time.sleep(0.5)
-        assert agent.events == [], "alone: not joined yet"
-        agent.members.append(rpc_member("ha", "172.18.0.2", role="balancer", port=None))
+def test_write_private_refuses_a_directory_open_to_others(tmp_path: Path) -> None:
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o755)
+    with pytest.raises(AgentConfigError, match=r"open\S* is open to other users \(mode 0755\)"):
+        write_private(open_dir / "serf.json", "{}")
+    assert list(open_dir.iterdir()) == []
+
+
+def test_write_private_replaces_a_looser_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "serf.json").write_text("old")
+    (home / "serf.json").chmod(0o644)
+    write_private(home / "serf.json", "new")
+    assert (home / "serf.json").read_text() == "new"
+    assert stat.S_IMODE((home / "serf.json").stat().st_mode) == 0o600
+
+
+def test_write_private_failure_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(AgentConfigError, match="cannot write the agent's configuration"):
+        write_private(tmp_path / "file" / "serf.json", "{}")
+
+
+def _keep_joined(
+    agent: FakeSerfAgent, stop: threading.Event, rejoin: list[str] | None = None
+) -> threading.Thread:
+    thread = threading.Thread(
+        target=keep_joined,
+        args=(agent.addr, "token", "s1", lambda: list(rejoin or []), lambda: not stop.is_set()),
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent, "JOIN_GRACE_S", 0.3)
+    monkeypatch.setattr(agent, "WATCH_S", 0.05)
+
+
+HA_MEMBER = rpc_member("ha", "172.18.0.2", role="balancer", port=None)
+
+
+def test_join_hint_waits_for_a_peer_then_sends_one_uncoalesced_event(quick_watch: None) -> None:
+    stop = threading.Event()
+    with FakeSerfAgent() as fake:
+        fake.members = [rpc_member("s1", "172.18.0.3")]
+        thread = _keep_joined(fake, stop, ["172.18.0.2:7946"])
+        time.sleep(0.2)
+        assert fake.events == [], "alone: not joined yet"
+        fake.members.append(HA_MEMBER)
+        deadline = time.monotonic() + 5
+        while not fake.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # it keeps watching: no second hint
+        stop.set()
         thread.join(timeout=5)
-    assert sent == [True]
-    assert agent.events == [{"Name": "lbcluster-hint", "Payload": b"", "Coalesce": False}]
+    assert fake.events == [{"Name": "lbcluster-hint", "Payload": b"", "Coalesce": False}]
+    assert not thread.is_alive(), "it ends with its agent"
 
 
-def test_join_hint_gives_up_without_an_agent() -> None:
-    with FakeSerfAgent() as agent:
-        addr = agent.addr
-    assert send_join_hint(addr, "token", timeout=0.5) is False
+def test_an_agent_that_joined_only_itself_or_peers_without_a_balancer_joins_again(
+    quick_watch: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    with FakeSerfAgent() as fake:
+        # It "joined" the alias: itself and another backend, no balancer in sight.
+        fake.members = [rpc_member("s1", "172.18.0.3"), rpc_member("s2", "172.18.0.4")]
+        thread = _keep_joined(fake, stop, ["172.18.0.2:7946", "172.18.0.4:7946"])
+        time.sleep(0.2)
+        assert fake.joins == [], "Serf's own retry-join gets its grace time first"
+        deadline = time.monotonic() + 5
+        while len(fake.joins) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fake.joins[0] == {
+            "Existing": ["172.18.0.2:7946", "172.18.0.4:7946"],
+            "Replay": False,
+        }
+        assert len(fake.joins) >= 2, "it keeps trying while no balancer is in sight"
+        fake.members.append(HA_MEMBER)
+        time.sleep(0.3)
+        settled = len(fake.joins)
+        time.sleep(0.3)
+        assert len(fake.joins) == settled, "a balancer in sight: no more joins"
+        stop.set()
+        thread.join(timeout=5)
+    out = capsys.readouterr().out
+    assert "no balancer in sight: joining 172.18.0.2:7946, 172.18.0.4:7946 again" in out
+    assert "a balancer is in sight again" in out
+
+
+def test_keep_joined_waits_for_its_agent_and_ends_with_it() -> None:
+    with FakeSerfAgent() as fake:
+        addr = fake.addr
+    calls = iter([True, True, True, False])
+    keep_joined(addr, "token", "s1", list, lambda: next(calls))
+
+
+def test_seed_addresses_never_include_this_container() -> None:
+    assert seed_addresses(["localhost"], frozenset()) == ["127.0.0.1:7946"]
+    assert seed_addresses(["localhost:7950"], frozenset()) == ["127.0.0.1:7950"]
+    assert seed_addresses(["localhost"], frozenset({"127.0.0.1"})) == []
+    assert seed_addresses(["no-such-name.invalid"], frozenset()) == []

@@ -12,9 +12,11 @@ from fakeserf import FakeSerfAgent, rpc_member
 from fakesock import FakeAdmin, FakeMaster, FakeSocket
 from helpers import Cluster, servers
 
-from lbcluster import daemon as daemon_mod
+from lbcluster import plan
 from lbcluster.daemon import Daemon
-from lbcluster.handler import EventLog, Handler
+from lbcluster.handler import Handler
+from lbcluster.journal import EventLog
+from lbcluster.serfrpc import Agent
 
 HA = rpc_member("ha", "172.18.0.2", role="balancer", port=None)
 S1 = rpc_member("s1", "172.18.0.3")
@@ -37,8 +39,9 @@ class Running:
 
 
 @pytest.fixture
-def running(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
-    monkeypatch.setattr(daemon_mod, "CONSOLIDATE_S", 0.5)
+def running(script: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
+    cluster = script
+    monkeypatch.setattr(plan, "CONSOLIDATE_S", 0.5)
     admin = FakeAdmin({"s1": "172.18.0.3:3000"})
     with FakeSerfAgent() as agent:
         agent.members = [HA, S1]
@@ -50,7 +53,8 @@ def running(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runni
         ):
             run.master_sock = master_sock  # type: ignore[attr-defined]
             log = EventLog(paths.event_log)
-            daemon = Daemon(Handler(paths, log), paths, log, "token", reconcile_s=0.3)
+            handler = Handler(paths, log, Agent(agent.addr, "token").members)
+            daemon = Daemon(handler, paths, log, "token", reconcile_s=0.3)
             thread = threading.Thread(target=daemon.run, daemon=True)
             thread.start()
             eventually(
@@ -107,12 +111,14 @@ def test_a_malformed_event_is_refused_and_the_next_one_handled(running: Running)
     assert running.cluster.state()["refused"] == 2
 
 
-def test_it_waits_for_the_agent_and_says_so_once(cluster: Cluster) -> None:
+def test_it_waits_for_the_agent_and_says_so_once(script: Cluster) -> None:
+    cluster = script
     with FakeSerfAgent() as agent:
         addr = agent.addr  # nothing listens there any more
     paths = replace(cluster.paths, serf_rpc_addr=addr)
     log = EventLog(paths.event_log)
-    daemon = Daemon(Handler(paths, log), paths, log, "token", reconcile_s=0.3)
+    handler = Handler(paths, log, Agent(addr, "token").members)
+    daemon = Daemon(handler, paths, log, "token", reconcile_s=0.3)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     time.sleep(2.5)  # a few retries (one per second)

@@ -344,3 +344,12 @@ def test_restore_config_nothing_to_restore(tmp_path: Path) -> None:
     live.write_text("current\n")
     restore_config("", live)
     assert live.read_text() == "current\n"
+
+
+def test_differs_beyond_servers() -> None:
+    base = "backend nodes\n    default-server check\n    server s1 10.0.0.1:3000\n"
+    more = base + "    server s2 10.0.0.2:3000\n"
+    assert not haproxy.differs_beyond_servers(base, more)
+    assert not haproxy.differs_beyond_servers(more, base)
+    assert haproxy.differs_beyond_servers(base, base.replace("check", "check inter 1s"))
+    assert haproxy.differs_beyond_servers(base, "# new\n" + more)

@@ -2,107 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from helpers import members_json, serf_member
 
+from lbcluster.events import parse_event_line
 from lbcluster.members import (
     MAX_TAGS,
     NAME_RE,
+    AddressPolicy,
     InvalidMember,
+    JoinOrder,
     Member,
     alive_backends,
     make_member,
-    parse_event_line,
-    parse_event_lines,
-    parse_members_json,
+    parse_networks,
     parse_tags,
-    split_serf_addr,
     validate_address,
     validate_name,
     validate_port,
     validate_tags,
 )
-
-# --- parse_event_line -------------------------------------------------------
-
-
-def test_event_line_backend_from_tags() -> None:
-    member = parse_event_line("s1\t172.18.0.3\t\trole=backend,port=3000\n")
-    assert member == Member(name="s1", address="172.18.0.3", role="backend", port=3000)
-    assert member.status == "alive"
-    assert dict(member.tags) == {"role": "backend", "port": "3000"}
-    assert member.endpoint == "172.18.0.3:3000"
-
-
-def test_event_line_balancer_has_no_port() -> None:
-    member = parse_event_line("ha\t172.18.0.2\t\trole=balancer")
-    assert member.role == "balancer"
-    assert member.port is None
-
-
-def test_event_line_crlf_is_stripped() -> None:
-    assert parse_event_line("s1\t10.0.0.1\t\trole=backend,port=80\r\n").port == 80
-
-
-def test_event_line_role_column_used_when_no_role_tag() -> None:
-    member = parse_event_line("s1\t10.0.0.1\tbackend\tport=8080")
-    assert member.role == "backend"
-    assert member.port == 8080
-    assert member.tags["role"] == "backend"
-
-
-def test_event_line_role_tag_wins_over_role_column() -> None:
-    member = parse_event_line("ha\t10.0.0.1\tbackend\trole=balancer")
-    assert member.role == "balancer"
-    assert member.port is None
-
-
-def test_event_line_role_column_alone_with_no_tags() -> None:
-    member = parse_event_line("ha\t10.0.0.1\tbalancer\t")
-    assert member.role == "balancer"
-    assert dict(member.tags) == {"role": "balancer"}
-
-
-def test_event_line_keeps_extra_tags() -> None:
-    member = parse_event_line("s1\t10.0.0.1\t\trole=backend,port=80,zone=eu-west-1,v=1.2")
-    assert dict(member.tags) == {"role": "backend", "port": "80", "zone": "eu-west-1", "v": "1.2"}
-    assert member.describe() == "s1 10.0.0.1 port=80 role=backend v=1.2 zone=eu-west-1"
-
-
-def test_event_line_ipv6() -> None:
-    member = parse_event_line("s6\tfd00:0:0::0003\t\trole=backend,port=3000")
-    assert member.address == "fd00::3"  # compressed
-    assert member.endpoint == "[fd00::3]:3000"
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "",
-        "s1",
-        "s1\t10.0.0.1\t",
-        "s1 10.0.0.1 backend role=backend,port=3000",
-        "s1\t10.0.0.1\t\trole=backend,port=3000\textra",
-    ],
-)
-def test_event_line_wrong_field_count(line: str) -> None:
-    with pytest.raises(InvalidMember, match="malformed member line") as exc:
-        parse_event_line(line)
-    assert "expected 4 tab-separated fields" in str(exc.value)
-
-
-def test_event_line_field_count_reported() -> None:
-    with pytest.raises(InvalidMember, match="got 2"):
-        parse_event_line("a\tb")
-
-
-def test_event_line_without_role_is_refused() -> None:
-    with pytest.raises(InvalidMember, match=r"member s1: unknown role ''"):
-        parse_event_line("s1\t10.0.0.1\t\tport=3000")
-
 
 # --- tags -------------------------------------------------------------------
 
@@ -367,114 +287,6 @@ def test_members_sort_by_name_and_ignore_tags_in_equality() -> None:
     assert a == Member("a", "10.0.0.2", "backend", 80, tags={"x": "2"})
 
 
-# --- split_serf_addr --------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("addr", "host"),
-    [
-        ("172.18.0.3:7946", "172.18.0.3"),
-        ("[fd00::1]:7946", "fd00::1"),
-        ("[fd00::1]", "fd00::1"),
-        ("172.18.0.3", "172.18.0.3"),
-    ],
-)
-def test_split_serf_addr(addr: str, host: str) -> None:
-    assert split_serf_addr(addr) == host
-
-
-def test_split_serf_addr_unclosed_bracket() -> None:
-    with pytest.raises(InvalidMember, match="malformed address"):
-        split_serf_addr("[fd00::1:7946")
-
-
-# --- parse_members_json -----------------------------------------------------
-
-
-def test_members_json_parses_all_fields() -> None:
-    text = members_json(
-        serf_member("ha", "172.18.0.2:7946", role="balancer", port=None),
-        serf_member("s1", "172.18.0.3:7946"),
-        serf_member("s6", "[fd00::6]:7946", status="failed"),
-    )
-    result = parse_members_json(text)
-    assert result.refused == []
-    assert [(m.name, m.address, m.role, m.port, m.status) for m in result.members] == [
-        ("ha", "172.18.0.2", "balancer", None, "alive"),
-        ("s1", "172.18.0.3", "backend", 3000, "alive"),
-        ("s6", "fd00::6", "backend", 3000, "failed"),
-    ]
-    assert result.members[2].endpoint == "[fd00::6]:3000"
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "not json", "{", "[]", "null", '"members"', "{}", '{"members": {}}', '{"members": "x"}'],
-)
-def test_members_json_unreadable(text: str) -> None:
-    with pytest.raises(InvalidMember, match="unreadable 'serf members' output"):
-        parse_members_json(text)
-
-
-def test_members_json_refuses_members_one_by_one() -> None:
-    text = members_json(
-        serf_member("s1", "172.18.0.3:7946"),
-        serf_member("bad name", "172.18.0.4:7946"),
-        serf_member("s3", "999.1.1.1:7946"),
-        serf_member("s4", "172.18.0.5:7946", port="0"),
-        serf_member("s5", "172.18.0.6:7946", role="database"),
-        serf_member("s6", "172.18.0.7:7946", status="zombie"),
-        serf_member("s7", "172.18.0.8:7946", tags={"role": "backend", "port": 80}),
-        serf_member("s8", "172.18.0.9:7946", tags=["role=backend"]),
-        serf_member("s9", "[fd00::9:7946"),
-        serf_member("s10", "172.18.0.10:7946"),
-    )
-    items = json.loads(text)["members"]
-    items.insert(3, "just a string")
-    items.insert(4, None)
-    result = parse_members_json(json.dumps({"members": items}))
-    assert [m.name for m in result.members] == ["s1", "s10"]
-    assert len(result.refused) == 10
-    joined = "\n".join(result.refused)
-    for fragment in (
-        "invalid member name 'bad name'",
-        "member s3: invalid address '999.1.1.1'",
-        "member entry is not an object: 'just a string'",
-        "member entry is not an object: 'None'",
-        "member s4: invalid port '0'",
-        "member s5: unknown role 'database'",
-        "member s6: unknown status 'zombie'",
-        "member 's7': tags are not strings",
-        "member 's8': tags are not strings",
-        "malformed address '[fd00::9:7946'",
-    ):
-        assert fragment in joined
-
-
-def test_members_json_null_tags_means_no_role() -> None:
-    result = parse_members_json(json.dumps({"members": [{"name": "x", "addr": "10.0.0.1:1"}]}))
-    assert result.members == []
-    assert result.refused == ["member x: unknown role '': expected one of backend, balancer"]
-
-
-# --- parse_event_lines ------------------------------------------------------
-
-
-def test_event_lines_skip_blank_and_refuse_bad() -> None:
-    result = parse_event_lines(
-        [
-            "s1\t10.0.0.1\t\trole=backend,port=80",
-            "",
-            "   ",
-            "garbage",
-            "s2\t10.0.0.2\t\trole=backend,port=81",
-        ]
-    )
-    assert [m.name for m in result.members] == ["s1", "s2"]
-    assert len(result.refused) == 1
-    assert "malformed member line 'garbage'" in result.refused[0]
-
-
 # --- alive_backends ---------------------------------------------------------
 
 
@@ -536,3 +348,57 @@ def test_alive_backends_names_match_name_re() -> None:
     result = alive_backends([_backend(f"n{i}", f"10.0.1.{i}") for i in range(1, 20)])
     assert all(NAME_RE.fullmatch(m.name) for m in result.members)
     assert len(result.members) == 19
+
+
+# --- JoinOrder ----------------------------------------------------------------
+
+
+def test_join_order_ranks_newcomers_later_and_forgets_the_departed() -> None:
+    order = JoinOrder()
+    assert order.update(["s1", "s2"]) == {"s1": 1, "s2": 1}, "first seen together: a tie"
+    assert order.update(["s1", "s2", "s7"]) == {"s1": 1, "s2": 1, "s7": 2}
+    assert order.update(["s2", "s7"]) == {"s2": 1, "s7": 2}
+    assert order.update(["s1", "s2", "s7"])["s1"] == 3, "back after leaving: the latest"
+    assert order.update(["s1", "s2", "s7"])["s1"] == 3, "nothing new: nothing changes"
+
+
+# --- AddressPolicy ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "is a loopback address"),
+        ("127.9.9.9", "is a loopback address"),
+        ("::1", "is a loopback address"),
+        ("::ffff:127.0.0.1", "is a loopback address"),
+        ("169.254.0.5", "is a link-local address"),
+        ("fe80::1", "is a link-local address"),
+        ("172.18.0.2", "is the balancer's own address"),
+        ("10.0.0.1", "is outside the cluster's networks (172.18.0.0/16, fd00::/8)"),
+        ("2001:db8::1", "is outside the cluster's networks (172.18.0.0/16, fd00::/8)"),
+        ("172.18.0.3", None),
+        ("fd00::3", None),
+    ],
+)
+def test_address_policy(address: str, why: str | None) -> None:
+    policy = AddressPolicy(parse_networks(["172.18.0.0/16", "fd00::/8"]), frozenset({"172.18.0.2"}))
+    assert policy.refusal(address) == why
+
+
+def test_address_policy_without_networks_still_refuses_the_never_list() -> None:
+    assert AddressPolicy().refusal("10.0.0.1") is None
+    assert AddressPolicy().refusal("127.0.0.1") == "is a loopback address"
+
+
+@pytest.mark.parametrize("bad", ["10.0.0/33", "x", "", "172.18.0.0/16/1"])
+def test_parse_networks_names_the_bad_one(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a network"):
+        parse_networks(["172.18.0.0/16", bad])
+
+
+def test_alive_backends_applies_the_address_policy_before_names() -> None:
+    policy = AddressPolicy(parse_networks(["10.0.0.0/8"]))
+    result = alive_backends([_backend("s1", "127.0.0.1"), _backend("s1", "10.0.0.1")], None, policy)
+    assert [m.address for m in result.members] == ["10.0.0.1"], "the hostile twin cannot win"
+    assert result.refused == ["member s1: address 127.0.0.1 is a loopback address"]

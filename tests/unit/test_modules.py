@@ -208,8 +208,8 @@ def test_problems_extra_and_missing_everywhere(converged: ModuleType) -> None:
         "unexpected alive in Serf: s2",
         "not recorded in /nodes: s3",
         "unexpected recorded in /nodes: s2",
-        "not in haproxy.cfg: s3",
-        "unexpected in haproxy.cfg: s2",
+        "not in HAProxy's backend: s3",
+        "unexpected in HAProxy's backend: s2",
         "not UP in HAProxy: s3",
         "unexpected UP in HAProxy: s2",
     ]
@@ -230,20 +230,61 @@ def test_problems_empty_report(converged: ModuleType) -> None:
     assert converged.problems({"errors": ["lbcluster-status exited 1: x"]}, ["s1"]) == [
         "not alive in Serf: s1",
         "not recorded in /nodes: s1",
-        "not in haproxy.cfg: s1",
+        "not in HAProxy's backend: s1",
         "not UP in HAProxy: s1",
         "status error: lbcluster-status exited 1: x",
     ]
 
 
+CONFIG = """\
+global
+    master-worker
+defaults
+    timeout server 30s
+backend nodes
+    balance roundrobin
+    default-server check inter 500ms fastinter 250ms downinter 500ms rise 1 fall 2
+    server s2 172.18.0.4:3000 cookie s2
+\tserver s1 172.18.0.3:3000
+# server s9 commented out
+server s8 at the start of a line is not a server line
+"""
+
+
+def test_config_servers(converged: ModuleType) -> None:
+    assert converged.config_servers(CONFIG) == ["s1", "s2"]
+    assert converged.config_servers("backend nodes\n    default-server check\n") == []
+
+
+def test_problems_config_file(converged: ModuleType) -> None:
+    path = "/etc/haproxy/haproxy.cfg"
+    assert converged.problems(report(), ["s1", "s2"], (path, ["s1", "s2"], None)) == []
+    assert converged.problems(report(), ["s1", "s2"], (path, ["s1", "s3"], None)) == [
+        f"not in {path}: s2",
+        f"unexpected in {path}: s3",
+    ]
+    assert converged.problems(report(), ["s1", "s2"], (path, [], "cannot read it")) == [
+        f"not in {path}: s1, s2",
+        "cannot read it",
+    ]
+
+
 class FakeContainer:
-    def __init__(self, outputs: list[tuple[int, bytes]]) -> None:
+    """``lbcluster-status --json`` answers ``outputs`` in turn (the last one
+    again and again); ``cat`` answers ``files`` in turn the same way."""
+
+    def __init__(
+        self, outputs: list[tuple[int, bytes]], files: list[tuple[int, bytes]] | None = None
+    ) -> None:
         self.outputs = outputs
+        self.files = files or [(1, b"cat: no such file\n")]
         self.calls: list[Any] = []
 
     def exec_run(self, cmd: list[str], demux: bool = False) -> Any:
         self.calls.append(cmd)
-        code, out = self.outputs[min(len(self.calls), len(self.outputs)) - 1]
+        answers = self.files if cmd[0] == "cat" else self.outputs
+        count = sum(1 for c in self.calls if (c[0] == "cat") == (cmd[0] == "cat"))
+        code, out = answers[min(count, len(answers)) - 1]
         return SimpleNamespace(exit_code=code, output=out)
 
 
@@ -258,6 +299,25 @@ def test_read_report_not_json(converged: ModuleType) -> None:
     result = converged.read_report(container)
     assert result["errors"][0].startswith("lbcluster-status exited 127: exec: lbcluster-status")
     assert len(result["errors"][0]) < 350
+
+
+def test_read_config(converged: ModuleType) -> None:
+    container = FakeContainer([], [(0, CONFIG.encode())])
+    assert converged.read_config(container, "/etc/haproxy/haproxy.cfg") == (
+        "/etc/haproxy/haproxy.cfg",
+        ["s1", "s2"],
+        None,
+    )
+    assert container.calls == [["cat", "--", "/etc/haproxy/haproxy.cfg"]]
+
+
+def test_read_config_fails(converged: ModuleType) -> None:
+    container = FakeContainer([], [(1, b"cat: /nope: No such file or directory\n")])
+    assert converged.read_config(container, "/nope") == (
+        "/nope",
+        [],
+        "cannot read /nope: cat exited 1: cat: /nope: No such file or directory",
+    )
 
 
 def _docker(monkeypatch: pytest.MonkeyPatch, module: ModuleType, container: FakeContainer) -> None:
@@ -298,6 +358,53 @@ def test_converged_module_fails_naming_problems(
         "cluster did not converge in 0s to [s1, s2]: not recorded in /nodes: s2"
     )
     assert result["report"] == report(nodes=["s1"])
+
+
+def test_converged_module_waits_for_the_config_file(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    container = FakeContainer(
+        [(0, json.dumps(report()).encode())],
+        [(0, b"backend nodes\n    server s1 a:1\n"), (0, CONFIG.encode())],
+    )
+    _docker(monkeypatch, converged, container)
+    args = {
+        "expected": ["s1", "s2"],
+        "config_file": "/etc/haproxy/haproxy.cfg",
+        "timeout": 10,
+        "interval": 0.01,
+    }
+    code, result = run_module(converged, args, capsys)
+    assert code == 0
+    assert result["config_servers"] == ["s1", "s2"]
+    assert container.calls.count(["cat", "--", "/etc/haproxy/haproxy.cfg"]) == 2
+
+
+def test_converged_module_fails_naming_the_config_file(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    container = FakeContainer(
+        [(0, json.dumps(report()).encode())], [(0, b"backend nodes\n    server s1 a:1\n")]
+    )
+    _docker(monkeypatch, converged, container)
+    args = {"expected": ["s1", "s2"], "config_file": "/etc/haproxy/haproxy.cfg", "timeout": 0}
+    code, result = run_module(converged, args, capsys)
+    assert code == 1
+    assert result["msg"] == (
+        "cluster did not converge in 0s to [s1, s2]: not in /etc/haproxy/haproxy.cfg: s2"
+    )
+    assert result["config_servers"] == ["s1"]
+
+
+def test_converged_module_reads_no_config_file_by_default(
+    converged: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    container = FakeContainer([(0, json.dumps(report()).encode())])
+    _docker(monkeypatch, converged, container)
+    code, result = run_module(converged, {"expected": ["s1", "s2"], "timeout": 0}, capsys)
+    assert code == 0
+    assert "config_servers" not in result
+    assert container.calls == [["lbcluster-status", "--json"]]
 
 
 def test_converged_module_negative_timeout(

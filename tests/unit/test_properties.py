@@ -7,7 +7,6 @@ The real template and a full settings dict are used; `haproxy -c` is not run
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Any
 
@@ -15,15 +14,17 @@ from helpers import SETTINGS, TEMPLATE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lbcluster.events import parse_event_lines
 from lbcluster.members import (
     NAME_RE,
     STATUSES,
+    AddressPolicy,
     Member,
     alive_backends,
-    parse_event_lines,
-    parse_members_json,
+    parse_networks,
 )
 from lbcluster.render import render_config
+from lbcluster.serfrpc import decode_members
 
 SERVER_LINE = re.compile(r"^    server (\S+) (\S+)$")
 
@@ -60,15 +61,19 @@ names = st.one_of(
     st.text(max_size=70),
 )
 
-# Scoped IPv6 addresses are refused by validate_address (see test_members);
-# they are left out here to keep the examples on other shapes.
+# Serf's RPC gives an address as bytes: 4 or 16 (IPv4-mapped for IPv4) are
+# addresses, anything else must be refused.
 serf_addrs = st.one_of(
-    st.sampled_from(["10.0.0.1:7946", "10.0.0.2:7946", "[fd00::1]:7946", "[fd00:0::1]:7946"]),
-    st.ip_addresses(v=4).map(lambda ip: f"{ip}:7946"),
-    st.ip_addresses(v=6).map(lambda ip: f"[{ip}]:7946"),
-    st.ip_addresses().map(str),
-    st.sampled_from([*HOSTILE, "0.0.0.0:7946", "[::]:7946", "224.0.0.1:7946", "[ff02::1]:1"]),
-    st.text(max_size=40).filter(lambda s: "%" not in s),
+    st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1", "fd00:0::1"]).map(
+        lambda a: ipaddress.ip_address(a).packed
+    ),
+    st.ip_addresses(v=4).map(lambda ip: ipaddress.IPv6Address(f"::ffff:{ip}").packed),
+    st.ip_addresses().map(lambda ip: ip.packed),
+    st.sampled_from(["0.0.0.0", "::", "224.0.0.1", "ff02::1"]).map(
+        lambda a: ipaddress.ip_address(a).packed
+    ),
+    st.binary(max_size=20),
+    st.sampled_from(HOSTILE),
 )
 
 ports = st.one_of(
@@ -90,7 +95,10 @@ def serf_items(draw: st.DrawFn) -> Any:
         tags["port"] = port
     if draw(st.integers(0, 20)) == 0:
         tags = draw(st.sampled_from([None, [], "role=backend", {"role": 1}]))
-    return {"name": draw(names), "addr": draw(serf_addrs), "tags": tags, "status": draw(statuses)}
+    name: Any = (
+        draw(st.one_of(names, st.integers())) if draw(st.integers(0, 20)) == 0 else draw(names)
+    )
+    return {"Name": name, "Addr": draw(serf_addrs), "Tags": tags, "Status": draw(statuses)}
 
 
 def baseline_lines() -> list[str]:
@@ -133,7 +141,7 @@ def check_config(accepted: list[Member], input_names: list[str]) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(serf_items(), max_size=12))
 def test_only_validated_backends_reach_the_config(items: list[dict[str, Any]]) -> None:
-    parsed = parse_members_json(json.dumps({"members": items}))
+    parsed = decode_members(items)
     assert len(parsed.members) + len(parsed.refused) == len(items)
     backends = alive_backends(parsed.members)
     accepted = backends.members
@@ -144,7 +152,7 @@ def test_only_validated_backends_reach_the_config(items: list[dict[str, Any]]) -
     alive = [m for m in parsed.members if m.role == "backend" and m.status == "alive"]
     assert len(accepted) + len(backends.refused) == len(alive)
 
-    check_config(accepted, [str(item["name"]) for item in items])
+    check_config(accepted, [str(item["Name"]) for item in items])
 
 
 line_fields = st.one_of(st.text(max_size=20), st.sampled_from(HOSTILE))
@@ -173,16 +181,54 @@ def test_event_stdin_never_injects_config(lines: list[str]) -> None:
     check_config(accepted, [line.split("\t", 1)[0] for line in stdin.splitlines()])
 
 
-def test_scoped_ipv6_address_injects_config_lines() -> None:
-    items = [
-        {
-            "name": "s1",
-            "addr": "[fe80::1%x\n    server evil 6.6.6.6:80 #]:7946",
-            "tags": {"role": "backend", "port": "3000"},
-            "status": "alive",
-        }
-    ]
-    parsed = parse_members_json(json.dumps({"members": items}))
+def test_scoped_ipv6_address_never_injects_config_lines() -> None:
+    line = "s1\tfe80::1%x\n    server evil 6.6.6.6:80 #\t\trole=backend,port=3000"
+    parsed = parse_event_lines([line])
     accepted = alive_backends(parsed.members).members
     check_config(accepted, ["s1"])
     assert "evil" not in render_config(TEMPLATE, SETTINGS, accepted)
+
+
+OWN = frozenset({"172.18.0.2"})
+NETWORKS = ("172.18.0.0/16", "10.1.0.0/24", "fd00::/8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.ip_addresses(),
+                st.sampled_from(
+                    ["127.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.9.9", "fe80::1", "172.18.0.2"]
+                ).map(ipaddress.ip_address),
+                st.ip_addresses(network="172.18.0.0/16"),
+            ),
+            st.integers(1, 65535),
+        ),
+        max_size=12,
+    )
+)
+def test_only_addresses_the_cluster_owns_become_servers(
+    addresses: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]],
+) -> None:
+    policy = AddressPolicy(parse_networks(NETWORKS), OWN)
+    members = [
+        Member(f"s{i}", ip.compressed, "backend", port) for i, (ip, port) in enumerate(addresses)
+    ]
+    result = alive_backends(members, None, policy)
+    nets = parse_networks(NETWORKS)
+    for member in result.members:
+        ip = ipaddress.ip_address(member.address)
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        assert mapped is None or not (mapped.is_loopback or mapped.is_link_local)
+        assert not ip.is_loopback and not ip.is_link_local
+        assert member.address not in OWN
+        assert any(ip in net for net in nets)
+    refused = {r.split(":")[0] for r in result.refused}
+    for member in members:
+        ip = ipaddress.ip_address(member.address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback or ip.is_link_local or member.address in OWN:
+            assert f"member {member.name}" in refused

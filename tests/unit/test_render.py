@@ -95,8 +95,8 @@ def test_render_zero_servers() -> None:
     assert server_lines(config) == []
     assert "backend nodes\n" in config
     assert "    default_backend nodes\n" in config
-    assert "    bind :80\n" in config
-    assert "    bind :1936\n" in config
+    assert "    bind 127.0.0.1:8080\n" in config
+    assert "    bind 127.0.0.1:1936\n" in config
     assert "    maxconn 4096\n" in config
     assert "    hard-stop-after 30s\n" in config
     assert "    log stdout format raw local0 info\n" in config
@@ -141,11 +141,15 @@ def test_render_sticky_sessions() -> None:
     ]
 
 
-def test_render_stats_user_adds_userlist() -> None:
-    settings = {**SETTINGS, "stats_user": "admin", "stats_password": "s3cret-pass"}
+HASH = "$6$rounds=5000$0123456789abcdef$" + "x" * 86
+
+
+def test_render_stats_user_adds_userlist_with_the_hash() -> None:
+    settings = {**SETTINGS, "stats_user": "admin", "stats_password_hash": HASH}
     config = render_config(TEMPLATE, settings, [])
     assert "    http-request auth realm lbcluster unless { http_auth(stats_users) }\n" in config
-    assert config.endswith("\nuserlist stats_users\n    user admin insecure-password s3cret-pass\n")
+    assert config.endswith(f"\nuserlist stats_users\n    user admin password {HASH}\n")
+    assert "insecure-password" not in config
 
 
 def test_render_without_stats_user_ends_with_stats_section() -> None:
@@ -167,10 +171,13 @@ def test_render_trim_blocks_leaves_no_blank_block_lines() -> None:
     assert config.startswith("# Generated from templates/haproxy.cfg.j2")
 
 
-@pytest.mark.parametrize("missing", sorted(set(SETTINGS) - {"sticky_sessions", "stats_user"}))
+FLAGS = ["sticky_sessions", "stats_user", "tls", "tls_redirect"]
+
+
+@pytest.mark.parametrize("missing", sorted(set(SETTINGS) - {*FLAGS, "backend_networks"}))
 def test_missing_setting_raises_template_error(missing: str) -> None:
     settings = {k: v for k, v in SETTINGS.items() if k != missing}
-    if missing == "stats_password":
+    if missing == "stats_password_hash":
         settings["stats_user"] = "admin"  # only used with a stats user
     with pytest.raises(TemplateError) as exc:
         render_config(TEMPLATE, settings, [backend("s1", "10.0.0.1")])
@@ -180,7 +187,7 @@ def test_missing_setting_raises_template_error(missing: str) -> None:
     assert missing in message
 
 
-@pytest.mark.parametrize("missing", ["sticky_sessions", "stats_user"])
+@pytest.mark.parametrize("missing", FLAGS)
 def test_missing_flag_setting_raises_template_error(missing: str) -> None:
     # Only tested for truth in the template, but StrictUndefined refuses that too.
     settings = {k: v for k, v in SETTINGS.items() if k != missing}
@@ -233,7 +240,13 @@ def ansible() -> Any:
     class Ansible:
         def settings(self, **overrides: Any) -> dict[str, Any]:
             """__balancer_settings as the role computes it, through settings.json."""
-            sub = Templar(loader=loader, variables={**defaults, **role_vars, **overrides})
+            # What the role's tasks publish before: the subnets of its network,
+            # the fingerprint of the certificate.
+            facts = {
+                "__balancer_network_subnets": ["172.18.0.0/16"],
+                "__balancer_tls_sha256": SETTINGS["tls_certificate_sha256"],
+            }
+            sub = Templar(loader=loader, variables={**defaults, **role_vars, **facts, **overrides})
             data = sub.template(role_vars["__balancer_settings"])
             return json.loads(json.dumps(data))
 
@@ -266,8 +279,16 @@ def test_settings_fixture_matches_the_role(ansible: Any) -> None:
     [
         {},
         {"balancer_sticky_sessions": True},
-        {"balancer_stats_user": "admin", "balancer_stats_password": "0123456789"},
+        {
+            "balancer_stats_user": "admin",
+            "balancer_stats_password": "0123456789",
+            "balancer_stats_password_salt": "0123456789abcdef",
+        },
         {"balancer_sticky_sessions": "yes", "balancer_maxconn": "100"},
+        {"balancer_tls": False},
+        {"balancer_tls": False, "balancer_tls_redirect": True},
+        {"balancer_tls_redirect": True},
+        {"balancer_tls_redirect": "yes", "balancer_https_port": "443"},
     ],
 )
 @pytest.mark.parametrize("count", [0, 1, 3])
@@ -288,3 +309,123 @@ def test_bootstrap_config_as_ansible_renders_it(ansible: Any) -> None:
     """The role renders with `servers: []`; the handler with no backends: same bytes."""
     settings = ansible.settings()
     assert render_config(TEMPLATE, settings, []) == ansible.render(settings, [])
+
+
+# --- the stats password: only its hash reaches settings.json and haproxy.cfg --
+
+STATS = {
+    "balancer_stats_user": "admin",
+    "balancer_stats_password": "correct-horse-battery",
+    "balancer_stats_password_salt": "0123456789abcdef",
+}
+
+
+def test_the_role_hashes_the_stats_password(ansible: Any) -> None:
+    passlib_hash = pytest.importorskip("passlib.hash")
+    settings = ansible.settings(**STATS)
+    hashed = settings["stats_password_hash"]
+    # SHA-512 crypt(3) with the stored salt (5000 rounds is crypt's implicit default).
+    assert hashed.startswith("$6$0123456789abcdef$")
+    assert passlib_hash.sha512_crypt.verify("correct-horse-battery", hashed)
+    assert not passlib_hash.sha512_crypt.verify("correct-horse-batterY", hashed)
+    # Nothing the role writes carries the password in clear.
+    config = ansible.render(settings, [])
+    for written in (json.dumps(settings), config):
+        assert "correct-horse-battery" not in written
+    assert f"    user admin password {hashed}\n" in config
+    assert "insecure-password" not in config
+
+
+def test_the_stats_password_hash_is_the_same_on_every_run(ansible: Any) -> None:
+    """Same password and salt, same hash: a re-run changes neither file (changed=0)."""
+    first = ansible.settings(**STATS)["stats_password_hash"]
+    assert ansible.settings(**STATS)["stats_password_hash"] == first
+    other_salt = ansible.settings(**{**STATS, "balancer_stats_password_salt": "fedcba9876543210"})
+    assert other_salt["stats_password_hash"] != first
+
+
+def test_the_stats_password_rounds_are_the_hash_cost(ansible: Any) -> None:
+    passlib_hash = pytest.importorskip("passlib.hash")
+    hashed = ansible.settings(**STATS, balancer_stats_password_rounds=20000)["stats_password_hash"]
+    assert hashed.startswith("$6$rounds=20000$0123456789abcdef$")
+    assert passlib_hash.sha512_crypt.verify("correct-horse-battery", hashed)
+
+
+def test_without_a_stats_user_there_is_no_hash(ansible: Any) -> None:
+    """No user, no authentication: no salt needed, nothing hashed."""
+    settings = ansible.settings(balancer_stats_user="", balancer_stats_password="")
+    assert settings["stats_password_hash"] == ""
+    assert "userlist" not in ansible.render(settings, [])
+
+
+# --- HTTPS beside HTTP --------------------------------------------------------
+
+PEM = "/etc/lbcluster/tls/server.pem"
+REDIRECT = (
+    "    http-request redirect location"
+    " 'https://%[req.hdr(host),regsub(:[0-9]+$,)]{port}%[capture.req.uri]'"
+    " code 301 if !{{ ssl_fc }} {{ req.hdr(host) -m found }}\n"
+)
+
+
+def frontend(config: str) -> list[str]:
+    lines = config.splitlines()
+    start = lines.index("frontend http")
+    return lines[start : lines.index("", start)]
+
+
+def test_render_https_beside_http() -> None:
+    config = render_config(TEMPLATE, SETTINGS, [])
+    assert frontend(config)[:5] == [
+        "frontend http",
+        "    bind 127.0.0.1:8080",
+        f"    # HTTPS, HTTP/2 or HTTP/1.1 (ALPN). Certificate sha256 {'0123456789abcdef' * 4}:",
+        "    # a new one changes this file, so the handler checks it and reloads.",
+        f"    bind 127.0.0.1:8443 ssl crt {PEM} alpn h2,http/1.1",
+    ]
+    assert "    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n" in config
+    assert "redirect" not in config
+    # The backends learn the scheme; a client cannot claim it.
+    assert "    http-request set-header X-Forwarded-Proto https if { ssl_fc }\n" in config
+    assert "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }\n" in config
+
+
+def test_render_without_tls_has_no_ssl_and_no_redirect() -> None:
+    settings = {**SETTINGS, "tls": False, "tls_redirect": True}
+    config = render_config(TEMPLATE, settings, [])
+    assert "ssl" not in config.replace("ssl_fc", "")
+    assert ":8443" not in config
+    assert "redirect" not in config
+    assert frontend(config)[:2] == ["frontend http", "    bind 127.0.0.1:8080"]
+    assert "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }\n" in config
+
+
+@pytest.mark.parametrize(("port", "shown"), [(8443, ":8443"), (443, ""), (10443, ":10443")])
+def test_render_redirect_names_the_https_port(port: int, shown: str) -> None:
+    settings = {**SETTINGS, "tls_redirect": True, "https_port": port}
+    config = render_config(TEMPLATE, settings, [])
+    assert REDIRECT.format(port=shown) in config
+    # Before the headers are set: a redirect answers at once.
+    assert config.index("redirect location") < config.index("X-Forwarded-Proto")
+
+
+def test_a_new_certificate_changes_the_file() -> None:
+    """The handler reloads only a changed file: the fingerprint makes a rotation one."""
+    before = render_config(TEMPLATE, SETTINGS, [])
+    after = render_config(TEMPLATE, {**SETTINGS, "tls_certificate_sha256": "f" * 64}, [])
+    assert before != after
+    assert [line for line in after.splitlines() if line not in before.splitlines()] == [
+        f"    # HTTPS, HTTP/2 or HTTP/1.1 (ALPN). Certificate sha256 {'f' * 64}:"
+    ]
+
+
+def test_the_role_settings_of_tls(ansible: Any) -> None:
+    settings = ansible.settings()
+    assert (settings["tls"], settings["tls_redirect"]) == (True, False)
+    assert (settings["https_address"], settings["https_port"]) == ("127.0.0.1", 8443)
+    assert settings["tls_pem"] == PEM
+    assert settings["tls_certificate_sha256"] == SETTINGS["tls_certificate_sha256"]
+    redirect = ansible.settings(balancer_tls_redirect=True, balancer_https_port=443)
+    assert (redirect["tls_redirect"], redirect["https_port"]) == (True, 443)
+    off = ansible.settings(balancer_tls=False, balancer_tls_redirect=True)
+    assert (off["tls"], off["tls_redirect"], off["tls_certificate_sha256"]) == (False, False, "")

@@ -1,4 +1,4 @@
-"""lbcluster.statspage: the stats page's credentials and CSV, read as the tools read them.
+"""lbcluster_support.statspage: the stats page's credentials and CSV, read as the tools read them.
 
 The page is served by a small HTTP server on 127.0.0.1 (loopback only).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_haproxy import SHOW_STAT
 
-from lbcluster import statspage
+from lbcluster_support import statspage
 
 
 @pytest.fixture

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import SETTINGS, members_json, serf_member
+from fakeserf import FakeSerfAgent
+from helpers import SETTINGS, serf_member
 
 from lbcluster import haproxy, status
-from lbcluster.members import ParseResult, make_member, parse_members_json
+from lbcluster.members import ParseResult, make_member
 from lbcluster.nodes import sync_nodes
 from lbcluster.paths import Paths
-from lbcluster.serfcli import SerfUnavailable
+from lbcluster.serfrpc import SerfUnavailable, decode_members
 
 
 def stat(name: str, state: str = "UP", scur: str = "0", stot: str = "0", **extra: str) -> Any:
@@ -44,15 +47,18 @@ class Balancer:
             live_config=root / "haproxy.cfg",
             state=root / "state.json",
             admin_socket=root / "admin.sock",
+            secrets_dir=root / "secrets",
         )
+        self.paths.secrets_dir.mkdir(mode=0o700)
         self.paths.settings.write_text(json.dumps(SETTINGS))
         self.view: ParseResult | Exception = ParseResult()
         self.servers: list[dict[str, str]] | Exception = []
         self.asked: list[tuple[Path, str]] = []
-        monkeypatch.setattr(status, "live_members", self._live_members)
+        self.agent = SimpleNamespace(members=self.members_source)
         monkeypatch.setattr(haproxy, "server_states", self._server_states)
 
-    def _live_members(self, serf_bin: str, rpc_addr: str) -> ParseResult:
+    def members_source(self) -> ParseResult:
+        """Stands in for serfrpc.Agent.members (the agent is tested in test_serfrpc)."""
         if isinstance(self.view, Exception):
             raise self.view
         return self.view
@@ -64,7 +70,7 @@ class Balancer:
         return self.servers
 
     def members(self, *items: dict[str, Any]) -> None:
-        self.view = parse_members_json(members_json(*items))
+        self.view = decode_members(list(items))
 
 
 @pytest.fixture
@@ -74,9 +80,9 @@ def balancer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Balancer:
 
 def converge(balancer: Balancer) -> None:
     balancer.members(
-        serf_member("ha", "172.18.0.2:7946", role="balancer", port=None),
-        serf_member("s1", "172.18.0.3:7946"),
-        serf_member("s2", "172.18.0.4:7946"),
+        serf_member("ha", "172.18.0.2", role="balancer", port=None),
+        serf_member("s1", "172.18.0.3"),
+        serf_member("s2", "172.18.0.4"),
     )
     balancer.servers = [stat("s1", scur="2", stot="10"), stat("s2", stot="7")]
     sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3"), backend("s2", "172.18.0.4")])
@@ -87,7 +93,7 @@ def test_collect_converged(balancer: Balancer) -> None:
     converge(balancer)
     os.utime(balancer.paths.live_config, (time.time() - 30, time.time() - 30))
     balancer.paths.state.write_text(json.dumps({"reloads": 4, "refused": 1}))
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["agree"] is True
     assert report["errors"] == []
     assert report["alive_backends"] == ["s1", "s2"]
@@ -143,7 +149,7 @@ def test_collect_converged(balancer: Balancer) -> None:
 
 def test_collect_uses_backend_name_from_settings(balancer: Balancer) -> None:
     balancer.paths.settings.write_text(json.dumps({**SETTINGS, "backend_name": "web"}))
-    status.collect(balancer.paths)
+    status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert balancer.asked == [(balancer.paths.admin_socket, "web")]
 
 
@@ -151,7 +157,7 @@ def test_collect_disagreement_and_unknown_names(balancer: Balancer) -> None:
     converge(balancer)
     balancer.servers = [stat("s1"), stat("s2", "DOWN"), stat("ghost", "MAINT")]
     sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3")])
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["agree"] is False
     assert report["up_servers"] == ["s1"]
     assert report["haproxy_servers"] == ["ghost", "s1", "s2"]
@@ -166,7 +172,7 @@ def test_collect_disagreement_and_unknown_names(balancer: Balancer) -> None:
 def test_collect_nodes_disagreeing_alone(balancer: Balancer) -> None:
     converge(balancer)
     sync_nodes(balancer.paths.nodes_dir, [backend("s1", "172.18.0.3")])
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["alive_backends"] == report["haproxy_servers"] == ["s1", "s2"]
     assert report["nodes"] == ["s1"]
     assert report["errors"] == []
@@ -176,7 +182,7 @@ def test_collect_nodes_disagreeing_alone(balancer: Balancer) -> None:
 def test_collect_haproxy_disagreeing_alone(balancer: Balancer) -> None:
     converge(balancer)
     balancer.servers = [stat("s1")]
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["alive_backends"] == report["nodes"] == ["s1", "s2"]
     assert report["agree"] is False
 
@@ -184,7 +190,7 @@ def test_collect_haproxy_disagreeing_alone(balancer: Balancer) -> None:
 def test_collect_down_servers_still_agree_on_membership(balancer: Balancer) -> None:
     converge(balancer)
     balancer.servers = [stat("s1"), stat("s2", "DOWN 1/2")]
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["agree"] is True  # same names everywhere; UP-ness is reported apart
     assert report["up_servers"] == ["s1"]
 
@@ -196,11 +202,11 @@ def test_collect_reports_unreadable_parts(balancer: Balancer) -> None:
     balancer.paths.nodes_dir.mkdir()
     (balancer.paths.nodes_dir / "s1").write_text("garbage\n")
     balancer.paths.state.write_text("not json")
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["agree"] is False
     errors = report["errors"]
-    assert errors[0] == "serf members exited 1: no agent"
-    assert errors[1].startswith(f"{balancer.paths.settings}: unreadable settings")
+    assert errors[0].startswith(f"{balancer.paths.settings}: unreadable settings")
+    assert errors[1] == "serf members exited 1: no agent"
     assert errors[2].startswith(f"HAProxy admin socket {balancer.paths.admin_socket}: ")
     assert "Connection refused" in errors[2]
     assert errors[3].startswith(f"{balancer.paths.nodes_dir / 's1'}: malformed node file line")
@@ -210,19 +216,58 @@ def test_collect_reports_unreadable_parts(balancer: Balancer) -> None:
     assert report["members"] == []
 
 
-def test_collect_refused_members_are_errors(balancer: Balancer) -> None:
-    balancer.members(serf_member("bad name", "172.18.0.3:7946"))
-    report = status.collect(balancer.paths)
-    assert report["errors"] == [
-        "refused member: invalid member name 'bad name': use 1-63 letters, digits, '.', '_'"
-        " or '-', starting with a letter or digit"
+def test_collect_refused_members_are_warnings_not_a_disagreement(balancer: Balancer) -> None:
+    # After an attack: a hostile name (departed, Serf keeps it a day) and a
+    # member advertising loopback (present). The running config is right.
+    converge(balancer)
+    view = balancer.view
+    assert not isinstance(view, Exception)
+    hostile = [
+        serf_member("bad name", "172.18.0.9", status="left"),
+        serf_member("s9spoof", "127.0.0.1"),
+        serf_member("s8", "172.18.0.2"),  # the balancer's own address
     ]
-    assert report["agree"] is False
+    balancer.members(*_converged_members(), *hostile)
+    report = status.collect(balancer.paths, balancer.agent, frozenset({"172.18.0.2"}))  # type: ignore[arg-type]
+    assert report["agree"] is True
+    assert report["errors"] == []
+    assert report["refused_members"] == 3
+    assert report["alive_backends"] == ["s1", "s2"]
+    assert [r["name"] for r in report["members"]] == ["ha", "s1", "s2"]
+    joined = "\n".join(report["warnings"])
+    assert "invalid member name 'bad name'" in joined
+    assert "member s9spoof: address 127.0.0.1 is a loopback address" in joined
+    assert "member s8: address 172.18.0.2 is the balancer's own address" in joined
+    table = status.format_table(report)
+    assert "membership, /nodes and HAProxy agree" in table
+    assert "warning: 3 members refused (present or departed; they never reach HAProxy):" in table
+
+
+def test_collect_refuses_addresses_outside_the_cluster_networks(balancer: Balancer) -> None:
+    converge(balancer)
+    balancer.paths.settings.write_text(
+        json.dumps({**SETTINGS, "backend_networks": ["172.18.0.0/16"]})
+    )
+    balancer.members(*_converged_members(), serf_member("s3", "10.9.9.9"))
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
+    assert report["agree"] is True
+    assert report["warnings"] == [
+        "refused member: member s3: address 10.9.9.9 is outside the cluster's networks"
+        " (172.18.0.0/16)"
+    ]
+
+
+def _converged_members() -> list[dict[str, Any]]:
+    return [
+        serf_member("ha", "172.18.0.2", role="balancer", port=None),
+        serf_member("s1", "172.18.0.3"),
+        serf_member("s2", "172.18.0.4"),
+    ]
 
 
 def test_collect_empty_cluster_agrees(balancer: Balancer) -> None:
-    balancer.members(serf_member("ha", "172.18.0.2:7946", role="balancer", port=None))
-    report = status.collect(balancer.paths)
+    balancer.members(serf_member("ha", "172.18.0.2", role="balancer", port=None))
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     assert report["agree"] is True
     assert report["alive_backends"] == []
 
@@ -233,7 +278,7 @@ def test_collect_empty_cluster_agrees(balancer: Balancer) -> None:
 def test_format_table(balancer: Balancer) -> None:
     converge(balancer)
     balancer.servers = [stat("s1", scur="2", stot="10"), stat("s2", "DOWN", stot="7")]
-    report = status.collect(balancer.paths)
+    report = status.collect(balancer.paths, balancer.agent)  # type: ignore[arg-type]
     report["config_age_s"] = 3.5
     report["handler"] = {"reloads": 2, "refused": 1, "last_reload": 3600 * 13 + 61}
     lines = status.format_table(report).splitlines()
@@ -293,13 +338,38 @@ def test_format_table_no_members() -> None:
 # --- main -------------------------------------------------------------------
 
 
-def test_main_json_and_exit_codes(
-    balancer: Balancer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_main_reads_the_agent_over_rpc_json_and_exit_codes(
+    balancer: Balancer,
+    agent: FakeSerfAgent,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(status.Paths, "from_env", classmethod(lambda cls: balancer.paths))
+    paths = replace(balancer.paths, serf_rpc_addr=agent.addr)
+    monkeypatch.setattr(status.Paths, "from_env", classmethod(lambda cls: paths))
+    (balancer.paths.secrets_dir / "serf-rpc").write_text(agent.auth + "\n")
     converge(balancer)
+    agent.members = [
+        serf_member("ha", "172.18.0.2", role="balancer", port=None),
+        serf_member("s1", "172.18.0.3"),
+        serf_member("s2", "172.18.0.4"),
+    ]
     assert status.main(["--json"]) == 0
     assert json.loads(capsys.readouterr().out)["agree"] is True
+    assert agent.commands == ["handshake", "auth", "members"]
     balancer.servers = []
     assert status.main([]) == 1
     assert "DISAGREEMENT" in capsys.readouterr().out
+    (balancer.paths.secrets_dir / "serf-rpc").write_text("wrong\n")
+    assert status.main([]) == 1
+    assert "auth: Invalid authentication token" in capsys.readouterr().out
+
+
+def test_main_without_the_rpc_token_exits_2_naming_the_file(
+    balancer: Balancer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(status.Paths, "from_env", classmethod(lambda cls: balancer.paths))
+    assert status.main(["--json"]) == 2
+    token = balancer.paths.secrets_dir / "serf-rpc"
+    assert capsys.readouterr().err == (
+        f"lbcluster-status: cannot read the Serf RPC token: {token}: no such file\n"
+    )

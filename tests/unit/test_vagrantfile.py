@@ -45,3 +45,16 @@ def test_vm_site_settings_publish_on_all_addresses() -> None:
         "0.0.0.0",
         1936,
     )
+    assert (settings["balancer_https_address"], settings["balancer_https_port"]) == (
+        "0.0.0.0",
+        443,
+    )
+
+
+def test_vm_address_is_in_the_certificate() -> None:
+    """The generated certificate covers the VM's address, the default or LBCLUSTER_VM_IP."""
+    settings = yaml.safe_load(
+        (ROOT / "inventory" / "vagrant" / "group_vars" / "all" / "cluster.yml").read_text()
+    )
+    assert settings["balancer_tls_names"] == ["{{ lbcluster_vm_ip | default('192.168.42.42') }}"]
+    assert '"lbcluster_vm_ip" => VM_IP' in VAGRANTFILE

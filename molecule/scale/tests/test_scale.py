@@ -10,7 +10,12 @@ import testinfra
 def test_only_s1_remains():
     ha = testinfra.get_host("docker://ha")
     assert ha.file("/nodes").listdir() == ["s1"]
-    members = json.loads(ha.check_output("serf members -format=json -status=alive"))["members"]
+    members = json.loads(
+        ha.check_output(
+            "sh -c 'SERF_RPC_AUTH=$(cat /run/secrets/lbcluster/serf-rpc)"
+            " serf members -format=json -status=alive'"
+        )
+    )["members"]
     assert sorted(m["name"] for m in members) == ["ha", "s1"]
     log = ha.file("/var/log/serf.log").content_string
     for name in ("s2", "s3", "s4", "s5"):

@@ -2,7 +2,9 @@
 
 The integration tests, the benchmark, the screenshot script and the molecule
 verifier all read it the same way: the password the ``cluster_secrets`` role
-generated, HTTP basic auth, the CSV export.
+generated, HTTP basic auth, the CSV export (parsed as the handler parses
+HAProxy's ``show stat``, with :mod:`lbcluster.haproxy`). Nothing in the
+containers reads it, so it is not in the images.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import base64
 import urllib.request
 from pathlib import Path
 
-from .haproxy import parse_stat_csv, server_rows
+from lbcluster.haproxy import parse_stat_csv, server_rows
 
 USER = "admin"
 PASSWORD_FILE = "stats-password"  # noqa: S105 (a file name, not a password)

@@ -1,0 +1,451 @@
+"""The benchmark's scenarios: each changes the cluster (or loads it) and returns its figures.
+
+A scenario returns a dict: ``name`` (the table's label), the figures, and the
+``target_*`` values its verdict is judged on (bench/run.py). They run against
+the cluster of ``make up`` with 2 backends and leave it so (the runner scales
+back to 2 after each).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import peer
+from harness import (
+    HTTPS_URL,
+    STATS_URL,
+    URL,
+    Load,
+    WrkRun,
+    address,
+    backend_addresses,
+    container_cpu_s,
+    cpu_split,
+    docker_floor,
+    extra_backends,
+    machine_cpu_s,
+    new_backend,
+    pct,
+    port_range,
+    served_by,
+    spread,
+    start_at_once,
+    stats,
+    stats_auth,
+    time_wait,
+    wait,
+    wrk,
+)
+
+from lbcluster_support import playbook
+from lbcluster_support.containers import docker_client, ha_exec, handler_state
+
+
+def scenario_scale(quick: bool) -> dict[str, Any]:
+    top = 5 if quick else 10
+    with Load() as load:
+        playbook.scale(top)
+        playbook.scale(2)
+        time.sleep(2)
+    return {"name": f"scale 2 -> {top} -> 2 under load", **load.figures(), "target_failed": 0}
+
+
+def scenario_reloads(quick: bool) -> dict[str, Any]:
+    count = 20 if quick else 50
+    # Through the master CLI, one every 0.18 s at most (over 5 per second), as a burst
+    # of configuration changes would. The master re-executes itself on each
+    # reload and merges a request that arrives meanwhile (a signal), so each
+    # reload is confirmed by its counter before the next one is due; the
+    # achieved rate is part of the result.
+    script = (
+        "import time; from pathlib import Path; from lbcluster import haproxy\n"
+        "sock = Path('/run/haproxy/master.sock')\n"
+        "def reloads():\n"
+        "    for _ in range(500):  # 10 s at most\n"
+        "        try:\n"
+        "            text = haproxy.socket_command(sock, 'show proc')\n"
+        "            return haproxy.parse_show_proc(text).reloads\n"
+        "        except (OSError, ValueError):  # the master is re-executing itself\n"
+        "            time.sleep(0.02)\n"
+        "    raise SystemExit('the master CLI did not answer for 10 s')\n"
+        "before, sent, start = reloads(), 0, time.monotonic()\n"
+        "due = start\n"
+        f"while sent < {count} and time.monotonic() - start < 60:\n"
+        "    time.sleep(max(0.0, due - time.monotonic()))\n"
+        "    try:\n"
+        "        haproxy.socket_command(sock, 'reload', wait=False)\n"
+        "    except OSError:\n"
+        "        time.sleep(0.005)\n"
+        "        continue\n"
+        "    sent += 1\n"
+        "    due += 0.18\n"
+        "    confirm = time.monotonic() + 2\n"
+        "    while reloads() - before < sent and time.monotonic() < confirm:\n"
+        "        time.sleep(0.02)  # every poll costs the master CPU it needs\n"
+        "elapsed = time.monotonic() - start\n"
+        "time.sleep(2)\n"
+        "print(sent, reloads() - before, round(elapsed, 2))\n"
+    )
+    with Load() as load:
+        sent, done, elapsed = (float(v) for v in ha_exec("python3", "-c", script).split())
+        time.sleep(1)
+    return {
+        "name": f"{count} reloads under load",
+        **load.figures(),
+        "reloads": int(done),
+        "reloads_requested": int(sent),
+        "reloads_per_s": round(sent / elapsed, 1),
+        "target_failed": 0,
+        "target_min_reloads": count,
+        "target_reloads_per_s": 5.0,
+    }
+
+
+def scenario_lab_baseline(quick: bool) -> dict[str, Any]:
+    """The original lab's method: s6 restarts HAProxy (a new process, the old one killed)."""
+    count = 5 if quick else 10
+    with Load() as load:
+        for _ in range(count):
+            ha_exec("s6-svc", "-r", "/etc/s6/haproxy")
+            time.sleep(1.0)
+        wait(lambda: stats().get("s1") == "UP", 10)
+    return {
+        "name": f"lab baseline: {count} restarts of HAProxy under load",
+        **load.figures(),
+        "reloads": count,
+        "target_failed": None,
+    }
+
+
+def scenario_kill_backend() -> dict[str, Any]:
+    with extra_backends(["bench-k"]):
+        new_backend("bench-k")
+        wait(lambda: stats().get("bench-k") == "UP", 30)
+        with Load() as load:
+            time.sleep(1)
+            docker_client().containers.get("bench-k").kill()
+            time.sleep(8)
+    return {"name": "kill -9 of a backend under load", **load.figures(), "target_failed": 0}
+
+
+def scenario_join_leave(quick: bool) -> dict[str, Any]:
+    rounds = 4 if quick else 10
+    joins: list[float] = []
+    leaves: list[float] = []
+    for i in range(rounds):
+        name = f"bench-j{i}"
+        with extra_backends([name]):
+            container = new_backend(name, start=False)
+            start = time.monotonic()
+            container.start()
+            took = wait(lambda n=name: served_by() == n, 30, interval=0.01)
+            if took is not None:
+                joins.append(took)
+            stopper = threading.Thread(target=lambda c=container: c.stop(timeout=20))
+            start = time.monotonic()
+            stopper.start()
+
+            def gone(n: str = name) -> bool:
+                return all(served_by() != n for _ in range(6))
+
+            took = wait(gone, 30, interval=0.01)
+            if took is not None:
+                leaves.append(time.monotonic() - start)
+            stopper.join()
+    return {
+        "name": "join -> first request served / graceful stop -> no more traffic",
+        "joins": len(joins),
+        **spread(joins),
+        **spread(leaves, "leave_"),
+        "target_p95_s": 1.5,
+        "target_leave_p95_s": 2.0,
+    }
+
+
+def scenario_kill_detection(quick: bool) -> dict[str, Any]:
+    rounds = 2 if quick else 5
+    down: list[float] = []
+    removed: list[float] = []
+    for i in range(rounds):
+        name = f"bench-d{i}"
+        with extra_backends([name]):
+            new_backend(name)
+            wait(lambda n=name: stats().get(n) == "UP", 30)
+            start = time.monotonic()
+            docker_client().containers.get(name).kill()
+            took = wait(lambda n=name: not stats().get(n, "").startswith("UP"), 30, 0.05)
+            if took is not None:
+                down.append(took)
+            took = wait(lambda n=name: n not in ha_exec("cat", "/etc/haproxy/haproxy.cfg"), 60, 0.1)
+            if took is not None:
+                removed.append(time.monotonic() - start)
+    return {
+        "name": "kill -9 -> HAProxy stops sending / removed from haproxy.cfg",
+        **spread(down),
+        **spread(removed, "removed_"),
+        "target_p95_s": 3.0,
+        "target_removed_p95_s": 10.0,
+    }
+
+
+def scenario_burst(quick: bool) -> dict[str, Any]:
+    count = 10 if quick else 20
+    names = [f"bench-b{i}" for i in range(count)]
+    with extra_backends(names):
+        containers = [new_backend(n, start=False) for n in names]
+        before = handler_state().get("reloads", 0)
+        cpu_before = machine_cpu_s()
+        ha_cpu_before = container_cpu_s(docker_client().containers.get("ha").id)
+        started: list[float] = []
+        starter = threading.Thread(target=lambda: started.extend(start_at_once(containers)))
+        starter.start()
+        took = wait(lambda: all(stats().get(n) == "UP" for n in names), 60, 0.1)
+        starter.join()
+        cpu = cpu_split(cpu_before, ha_cpu_before, containers)
+        time.sleep(4)  # the handler's reload once the membership is quiet counts too
+        reloads = handler_state().get("reloads", 0) - before
+        for c in containers:
+            threading.Thread(target=lambda c=c: c.stop(timeout=20)).start()
+        wait(lambda: not any(n in stats() for n in names), 60, 0.2)
+    docker_s = max(started)
+    return {
+        "name": f"{count} backends started at once",
+        "reloads": reloads,
+        "all_serving_s": None if took is None else round(took, 2),
+        "docker_start_s": round(docker_s, 2),
+        "serving_after_last_start_s": None if took is None else round(took - docker_s, 2),
+        "docker_floor_s": round(docker_floor(count), 2),
+        **cpu,
+        "target_reloads": 3,
+        "target_all_serving_s": 5.0,
+    }
+
+
+def scenario_handler_latency() -> dict[str, Any]:
+    log = ha_exec("cat", "/var/log/serf.log")
+    runtime = [int(v) / 1000 for v in re.findall(r"runtime: .* live (\d+) ms after", log)]
+    reload = [int(v) / 1000 for v in re.findall(r"reloaded in .* live (\d+) ms after", log)]
+    both = runtime + reload
+    return {
+        "name": "handler: event received -> new config live (all / Runtime API / reload)",
+        "samples": len(both),
+        **spread(both),
+        "runtime_samples": len(runtime),
+        "runtime_p95_s": pct(runtime, 0.95),
+        "reload_samples": len(reload),
+        "reload_p95_s": pct(reload, 0.95),
+        "target_p95_s": 0.25,
+    }
+
+
+OVERHEAD = "HAProxy on the users' path (127.0.0.1:8080) beside the backend alone and nginx"
+
+
+Meter = Callable[[], float | None]
+"""CPU seconds a proxy has spent so far (None where unreadable)."""
+
+
+def alternate(  # noqa: PLR0913 (what to load, how long, and what to measure of each run)
+    urls: dict[str, str],
+    rounds: int,
+    seconds: int,
+    *,
+    headers: tuple[str, ...] = (),
+    meters: dict[str, Meter] | None = None,
+    after_each: Callable[[], object] | None = None,
+) -> tuple[dict[str, list[WrkRun]], dict[str, list[float]]]:
+    """wrk against each of ``urls`` in turn, ``rounds`` times: the machine's noise is shared.
+
+    Also the CPU µs per request of each run whose key has a meter, and
+    ``after_each()`` called after every run.
+    """
+    runs: dict[str, list[WrkRun]] = {key: [] for key in urls}
+    cpu: dict[str, list[float]] = {key: [] for key in meters or {}}
+    for _ in range(rounds):
+        for key, url in urls.items():
+            meter = (meters or {}).get(key)
+            before = meter() if meter else None
+            run = wrk(url, seconds, headers=headers)
+            after = meter() if meter else None
+            if before is not None and after is not None and run.rps:
+                cpu[key].append((after - before) * 1e6 / (run.rps * seconds))
+            runs[key].append(run)
+            if after_each:
+                after_each()
+    return runs, cpu
+
+
+def best(prefix: str, runs: list[WrkRun]) -> dict[str, Any]:
+    """The best requests/s and the best p99 of the rounds, and every round's errors."""
+    p99s = [run.p99_ms for run in runs if run.p99_ms is not None]
+    return {
+        f"{prefix}_rps": max(run.rps for run in runs),
+        f"{prefix}_p99_ms": min(p99s) if p99s else None,
+        f"{prefix}_errors": sum(run.errors for run in runs),
+    }
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def proxy_meters(nginx: peer.Nginx) -> dict[str, Meter]:
+    """Each proxy's own CPU: HAProxy's container cgroup (the master, the handler and Serf
+    are idle meanwhile), nginx's master and workers."""
+    ha = docker_client().containers.get("ha").id
+    return {"haproxy": lambda: container_cpu_s(ha), "nginx": nginx.cpu_s}
+
+
+def cpu_figures(prefix: str, cpu: dict[str, list[float]]) -> dict[str, float | None]:
+    """The median CPU µs per request of each proxy's rounds.
+
+    Requests/s on 2 shared cores swing by a fifth from run to run; the CPU a
+    proxy spends per request does not: it is its cost, whatever the noise.
+    """
+    return {
+        f"{prefix}{path}_cpu_us_per_request": round(statistics.median(v), 1) if v else None
+        for path, v in cpu.items()
+    }
+
+
+def keep_alive(rounds: int, seconds: int, meters: dict[str, Meter]) -> dict[str, Any]:
+    """One backend alone, through HAProxy, through nginx: 16 keep-alive connections each.
+
+    HAProxy as users reach it (127.0.0.1:8080); nginx on the host beside it
+    (127.0.0.1:8090), proxying to the same backends.
+    """
+    runs, cpu = alternate(
+        {"direct": f"http://{address('s1')}:3000/", "haproxy": URL, "nginx": peer.URL},
+        rounds,
+        seconds,
+        meters=meters,
+    )
+    figures = {key: value for path, r in runs.items() for key, value in best(path, r).items()}
+    figures.update(cpu_figures("", cpu))
+    haproxy = ratio(figures["haproxy_rps"], figures["direct_rps"])
+    nginx = ratio(figures["nginx_rps"], figures["direct_rps"])
+    return {
+        **figures,
+        "ratio": haproxy,
+        "nginx_ratio": nginx,
+        "ratio_vs_nginx": ratio(figures["haproxy_rps"], figures["nginx_rps"]),  # ratio/nginx_ratio
+        "target_ratio": 0.9,
+        "target_ratio_vs_nginx": 1.0,
+        "target_haproxy_p99_ms": figures["nginx_p99_ms"],
+    }
+
+
+def socket_errors(runs: list[WrkRun]) -> dict[str, int]:
+    """wrk's socket errors (connect, read, write, timeout) summed over ``runs``."""
+    return {kind: sum(run.socket_errors[kind] for run in runs) for kind in runs[0].socket_errors}
+
+
+def close_mode(rounds: int, seconds: int, meters: dict[str, Meter]) -> dict[str, Any]:
+    """Clients that close every connection: a new TCP connection per request.
+
+    Each leaves a socket in TIME_WAIT on the host for 60 s; the runs are short
+    so that the ephemeral ports are never the limit, and the TIME_WAIT counts
+    (after each run, the most) and wrk's socket errors are in the result to
+    show it.
+    """
+    counts = [time_wait()]
+    runs, cpu = alternate(
+        {"haproxy": URL, "nginx": peer.URL},
+        rounds,
+        seconds,
+        headers=("Connection: close",),
+        meters=meters,
+        after_each=lambda: counts.append(time_wait()),
+    )
+    haproxy, nginx = best("close_haproxy", runs["haproxy"]), best("close_nginx", runs["nginx"])
+    low, high = port_range()
+    return {
+        **haproxy,
+        **nginx,
+        "close_ratio": ratio(haproxy["close_haproxy_rps"], nginx["close_nginx_rps"]),
+        "target_close_ratio": 1.0,
+        "close_seconds": seconds,
+        "close_socket_errors": {path: socket_errors(r) for path, r in runs.items()},
+        "close_time_wait_before": counts[0][0],
+        "close_time_wait_max": max(total for total, _ in counts),
+        "close_time_wait_ephemeral_max": max(ephemeral for _, ephemeral in counts),
+        "ephemeral_ports": high - low + 1,
+        **cpu_figures("close_", cpu),
+    }
+
+
+def tls_and_stats(rounds: int, seconds: int) -> dict[str, Any]:
+    """HTTPS beside HTTP at 127.0.0.1, and the stats page with its password."""
+    # Keep-alive: TLS costs its encryption, one handshake per connection.
+    runs, _ = alternate({"http": URL, "https": HTTPS_URL}, rounds, seconds)
+    http_rps, https_rps = (max(run.rps for run in runs[key]) for key in ("http", "https"))
+    # The stats page's CSV with the password: HAProxy checks its crypt(3) hash
+    # on every request, on its one thread. One connection: 1/rps is the latency.
+    header = (f"Authorization: {stats_auth()}",)
+    stats_rps = max(
+        wrk(STATS_URL + ";csv", seconds, connections=1, headers=header).rps for _ in range(2)
+    )
+    return {
+        "http_rps": http_rps,
+        "https_rps": https_rps,
+        "https_ratio": ratio(https_rps, http_rps),
+        "stats_auth_rps": stats_rps,
+        "stats_auth_ms": round(1000 / stats_rps, 2) if stats_rps else None,
+    }
+
+
+def nginx_reloads(nginx: peer.Nginx, count: int) -> dict[str, Any]:
+    """``count`` reloads of nginx, 0.2 s apart, under the reloads scenario's load (2 backends)."""
+    nginx.configure(backend_addresses())
+    nginx.reload()
+    time.sleep(1)
+    with Load(url=peer.URL) as load:
+        sent, done, elapsed = peer.reload_paced(nginx, count)
+    figures = load.figures()
+    return {
+        "nginx_reload_total": figures["total"],
+        "nginx_reload_failed": figures["failed"],
+        "nginx_reload_statuses": figures["statuses"],
+        "nginx_reloads": done,
+        "nginx_reloads_requested": sent,
+        "nginx_reloads_per_s": round(sent / elapsed, 1) if elapsed else None,
+    }
+
+
+def missing_tool() -> str | None:
+    if not shutil.which("wrk"):
+        return "wrk is not installed: apt-get install wrk"
+    return peer.missing()
+
+
+def scenario_overhead(quick: bool) -> dict[str, Any]:
+    """HAProxy's cost on the users' path, beside nginx measured in the same run.
+
+    With 1 backend: keep-alive requests/s and p99 direct, through HAProxy and
+    through nginx; clients that close every connection; HTTPS and the stats
+    page. With 2 backends (as in the reloads scenario): nginx's failed
+    requests during its reloads, which bench/run.py puts beside HAProxy's.
+    nginx runs only inside this scenario and is stopped whatever happens.
+    """
+    seconds, rounds = (3, 2) if quick else (5, 5)
+    reason = missing_tool()
+    if reason:
+        return {"name": OVERHEAD, "skipped": reason}
+    playbook.scale(1)
+    try:
+        with peer.running(backend_addresses()) as nginx:
+            meters = proxy_meters(nginx)
+            figures = keep_alive(rounds, seconds, meters)
+            figures.update(close_mode(rounds, 3 if quick else 5, meters))
+            figures.update(tls_and_stats(rounds, seconds))
+            playbook.scale(2)
+            figures.update(nginx_reloads(nginx, 20 if quick else 50))
+    except peer.NginxError as exc:
+        return {"name": OVERHEAD, "skipped": f"nginx: {exc}"}
+    return {"name": OVERHEAD, **figures}
