@@ -72,6 +72,8 @@ class Handler:
         self.pending = Plan().pending
         # Refusals of the membership standing since the last read (logged once).
         self.refusing: set[str] = set()
+        # The last rendering haproxy -c rejected: reconciling it again is quiet.
+        self.rejected: str | None = None
 
     def next_due(self) -> float | None:
         """When work is due although no event comes (the deferred file, consolidation)."""
@@ -268,7 +270,8 @@ class Handler:
         """Render, validate and install haproxy.cfg, and record /nodes with it.
 
         Returns the previous file (see haproxy.install_config), None if
-        unchanged, and the file as rendered now.
+        unchanged (or, when ``quiet``, rejected again as it was last time: it
+        is logged and counted once), and the file as rendered now.
         """
         try:
             text = render_config(self.paths.template, settings, backends)
@@ -277,9 +280,13 @@ class Handler:
         try:
             previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
         except haproxy.ConfigInvalid as exc:
+            if quiet and text == self.rejected:
+                return None, text  # logged and counted once: the last good file stays
+            self.rejected = text
             raise HandlerError(str(exc)) from None
         except OSError as exc:
             raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
+        self.rejected = None
         self.record_nodes(backends, previous)
         if previous is None and not quiet:
             self.log(f"config: unchanged ({describe(backends)}), no reload")

@@ -695,6 +695,26 @@ def test_a_failed_step_leaves_the_service_running(service: Cluster) -> None:
     assert set(service.nodes()) == {"s1", "s2"}
 
 
+def test_a_rejected_rendering_is_logged_once_while_it_stands(service: Cluster) -> None:
+    service.members(HA, S1)
+    assert service.event("member-join", S1) == EXIT_OK
+    good = service.live()
+    service.members(HA, S1, S2)
+    service.haproxy_fails("[ALERT] bad\n")
+    assert service.event("member-join", S2) == EXIT_ERROR
+    logged = len(service.log())
+    daemon, _ = service.service()
+    for _ in range(3):  # the service reconciles every few seconds
+        daemon.guarded(daemon.handler.reconcile)
+    assert len(service.log()) == logged
+    assert service.counter("errors") == 1
+    assert service.live() == good
+    (service.bin / "haproxy.fail").unlink()
+    daemon.guarded(daemon.handler.reconcile)
+    assert servers(service.live()) == ["server s1 172.18.0.3:3000", "server s2 172.18.0.4:3000"]
+    assert set(service.nodes()) == {"s1", "s2"}
+
+
 # --- only addresses the cluster owns become servers ------------------------------
 
 
