@@ -46,6 +46,8 @@ class Daemon:
                 action()
         except FAILURES as exc:
             self.handler.failed(exc)
+        else:
+            self.handler.succeeded()
 
     def handle(self, body: dict[str, object], received: float) -> None:
         """One message of the stream: a Serf event, or refused."""

@@ -72,8 +72,8 @@ class Handler:
         self.pending = Plan().pending
         # Refusals of the membership standing since the last read (logged once).
         self.refusing: set[str] = set()
-        # The last rendering haproxy -c rejected: reconciling it again is quiet.
-        self.rejected: str | None = None
+        # The failure logged last, while no step has succeeded since (logged once).
+        self.standing: str | None = None
 
     def next_due(self) -> float | None:
         """When work is due although no event comes (the deferred file, consolidation)."""
@@ -119,8 +119,18 @@ class Handler:
             haproxy.install_config(boot_text, self.paths.live_config, self.paths.haproxy_bin)
 
     def failed(self, exc: BaseException) -> None:
+        """Log and count a failed step, once while it stands: the same failure again,
+        with no success between (a rejected rendering reconciled every few seconds, a
+        new balancer's agent alone until the backends join it), is not logged again."""
+        if str(exc) == self.standing:
+            return
+        self.standing = str(exc)
         self.log(f"error: {exc}; the last good configuration keeps serving")
         update_state(self.paths.state, errors_inc=1, last_error=str(exc), last_error_at=time.time())
+
+    def succeeded(self) -> None:
+        """A step went through: the next failure is news again."""
+        self.standing = None
 
     def refuse(self, reasons: Sequence[str], *, once: bool = False) -> None:
         """Log refused inputs; ``once``: a reason still standing since the last call is not
@@ -270,8 +280,7 @@ class Handler:
         """Render, validate and install haproxy.cfg, and record /nodes with it.
 
         Returns the previous file (see haproxy.install_config), None if
-        unchanged (or, when ``quiet``, rejected again as it was last time: it
-        is logged and counted once), and the file as rendered now.
+        unchanged, and the file as rendered now.
         """
         try:
             text = render_config(self.paths.template, settings, backends)
@@ -280,13 +289,9 @@ class Handler:
         try:
             previous = haproxy.install_config(text, self.paths.live_config, self.paths.haproxy_bin)
         except haproxy.ConfigInvalid as exc:
-            if quiet and text == self.rejected:
-                return None, text  # logged and counted once: the last good file stays
-            self.rejected = text
             raise HandlerError(str(exc)) from None
         except OSError as exc:
             raise HandlerError(f"cannot write {self.paths.live_config}: {exc}") from None
-        self.rejected = None
         self.record_nodes(backends, previous)
         if previous is None and not quiet:
             self.log(f"config: unchanged ({describe(backends)}), no reload")

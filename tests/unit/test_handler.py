@@ -715,6 +715,40 @@ def test_a_rejected_rendering_is_logged_once_while_it_stands(service: Cluster) -
     assert set(service.nodes()) == {"s1", "s2"}
 
 
+def test_an_agent_alone_is_logged_once_until_a_step_succeeds(service: Cluster) -> None:
+    """A new balancer's agent knows only itself until the backends join it."""
+    service.members(HA, S1)
+    assert service.event("member-join", S1) == EXIT_OK
+    service.members(HA)
+    daemon, _ = service.service()
+    logged = len(service.log())
+    for _ in range(4):
+        daemon.guarded(daemon.handler.reconcile)
+    assert [line for line in service.log()[logged:] if "knows no other member" in line] == [
+        "error: the local agent knows no other member yet; keeping the last configuration"
+        " (1 backends); the last good configuration keeps serving"
+    ]
+    assert service.counter("errors") == 1
+    service.members(HA, S1)
+    daemon.guarded(daemon.handler.reconcile)  # a success: the next failure is news again
+    service.members(HA)
+    daemon.guarded(daemon.handler.reconcile)
+    assert service.counter("errors") == 2
+
+
+def test_a_different_failure_is_logged_although_one_stands(service: Cluster) -> None:
+    service.members(HA, S1)
+    assert service.event("member-join", S1) == EXIT_OK
+    daemon, _ = service.service()
+    service.members(HA)
+    daemon.guarded(daemon.handler.reconcile)
+    service.members(HA, S1, S2)
+    service.haproxy_fails("[ALERT] bad\n")
+    daemon.guarded(daemon.handler.reconcile)
+    assert service.counter("errors") == 2
+    assert "haproxy -c rejected" in service.log()[-1]
+
+
 # --- only addresses the cluster owns become servers ------------------------------
 
 
