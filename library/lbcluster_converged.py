@@ -12,7 +12,10 @@ description:
     Docker API) and reads the live Serf membership, the HAProxy server states
     and the /nodes records from it.
   - Returns when all of them list exactly O(expected), every server UP in
-    HAProxy; fails after O(timeout) seconds naming the missing and extra backends.
+    HAProxy; fails after O(timeout) seconds naming the missing and extra backends
+    (and, for a server that is not UP, its state and last check).
+  - With O(exact=false), other backends may be there too: a rolling upgrade
+    waits for the backends it replaced while the others keep serving.
   - Never changes anything.
 requirements:
   - docker (Python SDK) on the Docker host
@@ -30,6 +33,10 @@ options:
     description: Seconds to wait before failing.
     type: int
     default: 120
+  exact:
+    description: Whether backends beyond O(expected) make the cluster not converged.
+    type: bool
+    default: true
   interval:
     description: Seconds between two polls.
     type: float
@@ -99,11 +106,11 @@ except ImportError:  # pragma: no cover - reported through fail_json
 SERVER_LINE = re.compile(r"^[ \t]+server[ \t]+(\S+)", re.MULTILINE)
 
 
-def problems(report, expected, config=None):
+def problems(report, expected, config=None, exact=True):
     """What keeps ``report`` from matching ``expected`` (empty list: converged).
 
     ``config``: ``(path, server names, error or None)`` of the configuration
-    file when it is checked too.
+    file when it is checked too; ``exact``: whether extra backends count.
     """
     want = set(expected)
     found = []
@@ -119,14 +126,25 @@ def problems(report, expected, config=None):
         checks.append((f"in {config[0]}", set(config[1])))
     for label, have in checks:
         missing, extra = sorted(want - have), sorted(have - want)
+        if missing and label == "UP in HAProxy":
+            missing = [describe_server(report, name) for name in missing]
         if missing:
             found.append(f"not {label}: {', '.join(missing)}")
-        if extra:
+        if extra and exact:
             found.append(f"unexpected {label}: {', '.join(extra)}")
     found += [f"status error: {e}" for e in report.get("errors", [])]
     if config is not None and config[2]:
         found.append(config[2])
     return found
+
+
+def describe_server(report, name):
+    """``s1 (DOWN, check L4CON)``: a server's HAProxy state and last check, if known."""
+    for member in report.get("members", []):
+        if member.get("name") == name and member.get("haproxy"):
+            check = f", check {member['check']}" if member.get("check") else ""
+            return f"{name} ({member['haproxy']}{check})"
+    return name
 
 
 def config_servers(text):
@@ -159,6 +177,7 @@ def main():
             "container": {"type": "str", "default": "ha"},
             "expected": {"type": "list", "elements": "str", "required": True},
             "timeout": {"type": "int", "default": 120},
+            "exact": {"type": "bool", "default": True},
             "interval": {"type": "float", "default": 0.5},
             "docker_host": {"type": "str"},
             "config_file": {"type": "str"},
@@ -189,7 +208,7 @@ def main():
                 config = read_config(container, params["config_file"])
         except DockerException as exc:
             report = {"errors": [f"docker exec in {params['container']} failed: {exc}"]}
-        issues = problems(report, params["expected"], config)
+        issues = problems(report, params["expected"], config, params["exact"])
         elapsed = time.monotonic() - started
         if not issues or elapsed >= params["timeout"]:
             break
@@ -200,7 +219,8 @@ def main():
     if issues:
         module.fail_json(
             msg=f"cluster did not converge in {params['timeout']}s to "
-            f"[{', '.join(sorted(params['expected']))}]: " + "; ".join(issues),
+            f"[{', '.join(sorted(params['expected']))}{'' if params['exact'] else ', …'}]: "
+            + "; ".join(issues),
             **result,
         )
     module.exit_json(changed=False, **result)

@@ -215,6 +215,25 @@ def test_problems_extra_and_missing_everywhere(converged: ModuleType) -> None:
     ]
 
 
+def test_problems_not_exact_ignores_extra_backends(converged: ModuleType) -> None:
+    """A rolling upgrade waits for the replaced backends; the others keep serving."""
+    assert converged.problems(report(), ["s1"], exact=False) == []
+    found = converged.problems(report(up_servers=["s2"]), ["s1"], exact=False)
+    assert found == ["not UP in HAProxy: s1"]
+
+
+def test_problems_name_the_state_of_a_server_not_up(converged: ModuleType) -> None:
+    members = [
+        {"name": "s1", "haproxy": "UP", "check": "L7OK"},
+        {"name": "s2", "haproxy": "DOWN", "check": "L4CON"},
+        {"name": "s3", "haproxy": "MAINT"},
+    ]
+    found = converged.problems(
+        report(up_servers=["s1"], members=members), ["s1", "s2", "s3"], exact=False
+    )
+    assert "not UP in HAProxy: s2 (DOWN, check L4CON), s3 (MAINT)" in found
+
+
 def test_problems_sorted_names(converged: ModuleType) -> None:
     found = converged.problems(report(nodes=[]), ["s2", "s10", "s1"])
     assert "not recorded in /nodes: s1, s10, s2" in found
