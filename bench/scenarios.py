@@ -65,7 +65,7 @@ def scenario_reloads(quick: bool) -> dict[str, Any]:
     # achieved rate is part of the result.
     script = (
         "import time; from pathlib import Path; from lbcluster import haproxy\n"
-        "sock = Path('/run/haproxy/master.sock')\n"
+        "sock = Path('/run/haproxy-master/master.sock')\n"
         "def reloads():\n"
         "    for _ in range(500):  # 10 s at most\n"
         "        try:\n"

@@ -163,6 +163,41 @@ def wait_for_app(port: int, timeout: float | None = None) -> None:
         time.sleep(0.1)
 
 
+def port_free(address: str, kind: socket.SocketKind) -> bool:
+    """Whether ``ip:port`` can be bound now for ``kind`` (TCP or UDP), as Serf binds it."""
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
+        if kind == socket.SOCK_STREAM:  # as Go's listeners: a TIME_WAIT does not count
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_ports(gossip: str, rpc: str, pause: float = 0.2) -> None:
+    """Wait until the agent's ports are free: the balancer shares the Docker host's
+    network, and during a handover the old balancer's agent holds them until it
+    leaves. s6 supervises the wait; it is said once."""
+    wanted = [(gossip, socket.SOCK_STREAM), (gossip, socket.SOCK_DGRAM), (rpc, socket.SOCK_STREAM)]
+    said = False
+    while busy := [
+        f"{a}/{'tcp' if k == socket.SOCK_STREAM else 'udp'}"
+        for a, k in wanted
+        if not port_free(a, k)
+    ]:
+        if not said:
+            print(
+                f"waiting for {', '.join(busy)}: another agent (the balancer being "
+                "replaced) still holds them",
+                flush=True,
+            )
+            said = True
+        time.sleep(pause)
+
+
 # Serf's own retry-join gets this long before the agent is asked to join again;
 # after the hint, the membership is looked at this often.
 JOIN_GRACE_S = 3.0
@@ -287,6 +322,8 @@ def main() -> int:
     if config["tags"]["role"] == ROLE_BACKEND:
         wait_for_app(int(config["tags"]["port"]))
         spawn_keep_joined(config, os.getpid())
+    else:
+        wait_for_ports(str(config["bind"]), str(config["rpc_addr"]))
     # Only the configuration file's name on the command line (/proc/*/cmdline
     # is world-readable): Serf reads the key and the token from the file.
     os.execvp(serf, [serf, "agent", f"-config-file={path}"])

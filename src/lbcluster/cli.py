@@ -11,6 +11,10 @@ Commands:
   lbcluster-handler render    re-render from the live membership (after a settings change)
   lbcluster-handler reconcile apply the live membership once, quietly
   lbcluster-handler boot      before HAProxy starts: render from /nodes, never reload
+  lbcluster-handler ready [--timeout S]
+                              wait until this container's HAProxy serves (a worker holds
+                              the listeners, a server of /nodes is UP): the balancer
+                              role's handover waits for it before the old balancer stops
   lbcluster-handler forget NAME...
                               members removed on purpose (the webapp role's scale-down):
                               Serf marks them left now (force-leave) and stops trying
@@ -21,18 +25,20 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import STARTED
+from . import STARTED, haproxy
 from .daemon import Daemon
 from .events import MAX_STDIN, MEMBER_EVENTS, OTHER_EVENTS, InvalidEvent, script_event
-from .handler import FAILURES, Handler
+from .handler import FAILURES, Handler, backend_name
 from .journal import EventLog, exclusive, update_state
 from .members import InvalidMember, validate_name
+from .nodes import read_nodes
 from .paths import Paths, local_addresses
 from .secretfiles import SecretUnavailable, rpc_token
 from .serfrpc import Agent, SerfUnavailable
@@ -46,11 +52,19 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         "command",
         nargs="?",
         default="event",
-        choices=["event", "serve", "render", "reconcile", "boot", "forget"],
+        choices=["event", "serve", "render", "reconcile", "boot", "forget", "ready"],
     )
     parser.add_argument("names", nargs="*", help="forget: the members removed on purpose")
+    parser.add_argument("--timeout", type=float, default=30.0, help="ready: seconds to wait")
     args = parser.parse_args(argv)
     paths = Paths.from_env()
+    if args.command == "ready":
+        return ready(paths, args.timeout)
+    return run(args, paths, stdin)
+
+
+def run(args: argparse.Namespace, paths: Paths, stdin: TextIO | None) -> int:
+    """The commands that follow the membership (all but ``ready``)."""
     serve = args.command == "serve"
     # The service's output is its log already (see etc/s6/handler/log).
     log = (
@@ -96,6 +110,21 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         return EXIT_ERROR
     finally:
         agent.close()
+    return EXIT_OK
+
+
+def ready(paths: Paths, timeout: float) -> int:
+    """Exit 0 once this container's HAProxy serves, 1 (saying why) after ``timeout``."""
+    recorded, _ = read_nodes(paths.nodes_dir)
+    try:
+        settings = json.loads(paths.settings.read_text(encoding="utf-8"))
+        waited = haproxy.wait_serving(
+            paths.master_socket, backend_name(settings), bool(recorded), timeout
+        )
+    except (OSError, ValueError, haproxy.NotServing) as exc:
+        print(f"lbcluster-handler ready: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"serving after {waited:.1f} s ({len(recorded)} backends in /nodes)")
     return EXIT_OK
 
 

@@ -225,3 +225,38 @@ def runtime_del_server(admin_socket: Path, backend: str, name: str) -> bool:
     if "connection" in answer.lower() or "queue" in answer.lower():
         return False
     raise RuntimeCommandFailed(f"{command!r}: {answer or 'no answer'}")
+
+
+class NotServing(RuntimeError):
+    """HAProxy did not start serving in time."""
+
+
+def serving(master_socket: Path, backend: str, expect_servers: bool) -> str | None:
+    """None once this container's HAProxy serves; otherwise what it still lacks.
+
+    Asked through the master socket (the container's own), never the shared
+    admin socket: a worker is running, so it holds the listeners, and when
+    servers are expected (``/nodes`` names some), at least one is UP.
+    """
+    try:
+        proc = parse_show_proc(socket_command(master_socket, "show proc", timeout=1.0))
+        if not proc.workers:
+            return "HAProxy has no worker yet"
+        if not expect_servers:
+            return None
+        rows = server_rows(parse_stat_csv(socket_command(master_socket, "@1 show stat")), backend)
+    except OSError as exc:
+        return f"HAProxy's master socket {master_socket} does not answer ({exc})"
+    if any(r.get("status", "").startswith("UP") for r in rows):
+        return None
+    return f"no server of {backend} is UP yet ({len(rows)} configured)"
+
+
+def wait_serving(master_socket: Path, backend: str, expect_servers: bool, timeout: float) -> float:
+    """Wait until :func:`serving`; returns the seconds waited, raises NotServing."""
+    started = time.monotonic()
+    while (lacking := serving(master_socket, backend, expect_servers)) is not None:
+        if time.monotonic() - started >= timeout:
+            raise NotServing(f"not serving after {timeout:.0f} s: {lacking}")
+        time.sleep(0.2)
+    return time.monotonic() - started

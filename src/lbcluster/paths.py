@@ -21,8 +21,11 @@ class Paths:
     live_config: Path = Path("/etc/haproxy/haproxy.cfg")
     lock: Path = Path("/run/lbcluster/handler.lock")
     state: Path = Path("/run/lbcluster/state.json")
+    # /run/haproxy is shared by the balancer containers of one host (the new
+    # one takes the listeners from the old one through admin.sock); the
+    # master's socket is each container's own.
     admin_socket: Path = Path("/run/haproxy/admin.sock")
-    master_socket: Path = Path("/run/haproxy/master.sock")
+    master_socket: Path = Path("/run/haproxy-master/master.sock")
     haproxy_service: Path = Path("/etc/s6/haproxy")
     haproxy_bin: str = "haproxy"
     serf_rpc_addr: str = "127.0.0.1:7373"

@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -251,7 +252,20 @@ def _main_env(monkeypatch: pytest.MonkeyPatch, secrets: Path) -> Path:
     monkeypatch.setenv("LBCLUSTER_SERF_CONFIG", str(tmp_path / "home" / "serf.json"))
     monkeypatch.setenv("LBCLUSTER_SERF_SNAPSHOT", str(tmp_path / "lib" / "snapshot"))
     monkeypatch.setenv("LBCLUSTER_SERF_BIN", "/opt/serf")
+    # Free ports: a balancer's agent waits until its ports are (a cluster may
+    # run on this host, its agent on 127.0.0.1:7373).
+    monkeypatch.setenv("LBCLUSTER_SERF_BIND", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("LBCLUSTER_SERF_RPC_ADDR", f"127.0.0.1:{free_port()}")
     return tmp_path / "home" / "serf.json"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = int(udp.getsockname()[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", port))  # free for both
+    return port
 
 
 def test_main_writes_a_private_config_and_execs_serf(
@@ -459,3 +473,35 @@ def test_seed_addresses_never_include_this_container() -> None:
     assert seed_addresses(["localhost:7950"], frozenset()) == ["127.0.0.1:7950"]
     assert seed_addresses(["localhost"], frozenset({"127.0.0.1"})) == []
     assert seed_addresses(["no-such-name.invalid"], frozenset()) == []
+
+
+# --- a new balancer's agent waits for the old one's ports ---------------------
+
+
+def test_port_free_sees_a_held_tcp_and_udp_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        assert not agent.port_free(f"127.0.0.1:{port}", socket.SOCK_DGRAM)
+    assert agent.port_free(f"127.0.0.1:{port}", socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        port = tcp.getsockname()[1]
+        assert not agent.port_free(f"127.0.0.1:{port}", socket.SOCK_STREAM)
+
+
+def test_wait_for_ports_returns_once_the_old_agent_lets_go(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    threading.Timer(0.5, held.close).start()
+    started = time.monotonic()
+    agent.wait_for_ports(f"127.0.0.1:{port}", "127.0.0.1:0", pause=0.05)
+    assert time.monotonic() - started >= 0.4
+    out = capsys.readouterr().out
+    assert out.count("waiting for") == 1
+    assert f"127.0.0.1:{port}/tcp" in out

@@ -823,3 +823,26 @@ def test_forget_refuses_a_bad_name_before_telling_serf_anything(cluster: Cluster
     assert cluster.run(None, "", "forget", "s2", "bad name") == EXIT_ERROR
     assert "force-leave" not in cluster.agent.commands
     assert cluster.log()[-1].startswith("error: forget: invalid member name 'bad name'")
+
+
+# --- ready: the balancer role's handover waits for it ---------------------------
+
+
+def test_ready_waits_for_a_server_of_nodes_up(
+    script: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script.members(HA, S1)
+    assert script.event("member-join", S1) == EXIT_OK
+    statuses = ["DOWN"]
+
+    def master(command: str) -> str:
+        if command == "@1 show stat":
+            return f"# pxname,svname,status\nnodes,s1,{statuses[0]}\n"
+        return FakeMaster()(command)
+
+    with FakeSocket(script.paths.master_socket, master):
+        assert script.run(None, "", "ready", "--timeout", "0.3") == EXIT_ERROR
+        assert "no server of nodes is UP yet (1 configured)" in capsys.readouterr().err
+        statuses[0] = "UP"
+        assert script.run(None, "", "ready", "--timeout", "5") == EXIT_OK
+        assert "(1 backends in /nodes)" in capsys.readouterr().out

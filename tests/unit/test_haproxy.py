@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,55 @@ def test_differs_beyond_servers() -> None:
     assert not haproxy.differs_beyond_servers(more, base)
     assert haproxy.differs_beyond_servers(base, base.replace("check", "check inter 1s"))
     assert haproxy.differs_beyond_servers(base, "# new\n" + more)
+
+
+# --- a new balancer serving (the handover waits for it) ----------------------
+
+STAT_HEADER = "# pxname,svname,status,check_status\n"
+
+
+def master_with_servers(statuses: list[str], worker: bool = True) -> Callable[[str], str]:
+    master = FakeMaster()
+
+    def respond(command: str) -> str:
+        if command == "show proc":
+            text = master(command)
+            lines = text.splitlines(keepends=True)
+            return "".join(line for line in lines if worker or not line.startswith("100 "))
+        if command == "@1 show stat":
+            rows = [f"nodes,s{i},{s},L7OK" for i, s in enumerate(statuses, 1)]
+            return STAT_HEADER + "\n".join(["nodes,FRONTEND,OPEN,", *rows, "nodes,BACKEND,UP,"])
+        return ""
+
+    return respond
+
+
+def test_serving_once_a_worker_runs_and_a_server_is_up(short_tmp: Path) -> None:
+    sock = short_tmp / "master.sock"
+    with FakeSocket(sock, master_with_servers(["DOWN", "UP"])):
+        assert haproxy.serving(sock, "nodes", expect_servers=True) is None
+
+
+def test_not_serving_while_no_server_is_up(short_tmp: Path) -> None:
+    sock = short_tmp / "master.sock"
+    with FakeSocket(sock, master_with_servers(["DOWN", "MAINT"])):
+        assert haproxy.serving(sock, "nodes", expect_servers=True) == (
+            "no server of nodes is UP yet (2 configured)"
+        )
+        assert haproxy.serving(sock, "nodes", expect_servers=False) is None
+
+
+def test_not_serving_without_a_worker_or_a_master(short_tmp: Path) -> None:
+    sock = short_tmp / "master.sock"
+    assert "does not answer" in str(haproxy.serving(sock, "nodes", expect_servers=False))
+    with FakeSocket(sock, master_with_servers(["UP"], worker=False)):
+        assert haproxy.serving(sock, "nodes", expect_servers=True) == "HAProxy has no worker yet"
+
+
+def test_wait_serving_names_what_is_lacking(short_tmp: Path) -> None:
+    sock = short_tmp / "master.sock"
+    with (
+        FakeSocket(sock, master_with_servers(["DOWN"])),
+        pytest.raises(haproxy.NotServing, match=r"not serving after 0 s: no server of nodes"),
+    ):
+        haproxy.wait_serving(sock, "nodes", expect_servers=True, timeout=0.3)

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert paths.nodes_dir == Path("/nodes")
     assert paths.event_log == Path("/var/log/serf.log")
     assert paths.live_config == Path("/etc/haproxy/haproxy.cfg")
-    assert paths.master_socket == Path("/run/haproxy/master.sock")
+    assert paths.master_socket == Path("/run/haproxy-master/master.sock")
     assert paths.haproxy_bin == "haproxy"
     assert paths.serf_rpc_addr == "127.0.0.1:7373"
 
