@@ -9,7 +9,6 @@ connects to Docker or reads a secret at import: the Docker client
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -18,14 +17,12 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import docker
 from docker.types import Mount
 
@@ -37,69 +34,6 @@ from lbcluster_support.project import SECRETS
 URL = "http://127.0.0.1:8080/"
 HTTPS_URL = "https://127.0.0.1:8443/"
 STATS_URL = "http://127.0.0.1:1936/"
-MAX_REQUESTS = 2_000_000  # hard cap of any load loop, whatever its duration
-
-
-# ---------------------------------------------------------------- load
-
-
-@dataclass
-class Load:
-    """Background HTTP load on ``url`` (keep-alive and Connection: close)."""
-
-    url: str = URL
-    concurrency: int = 16
-    allow_503: bool = False
-    total: int = 0
-    failed: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    async def _worker(self, session: aiohttp.ClientSession, close: bool) -> None:
-        headers = {"Connection": "close"} if close else {}
-        while not self._stop.is_set() and self.total < MAX_REQUESTS:
-            self.total += 1
-            try:
-                async with session.get(self.url, headers=headers) as response:
-                    await response.read()
-                    status = response.status
-                self.statuses[str(status)] += 1
-                if not (200 <= status < 300 or (status == 503 and self.allow_503)):
-                    self.failed += 1
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                self.failed += 1
-                self.statuses[type(exc).__name__] += 1
-
-    async def _main(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as keep,
-            aiohttp.ClientSession(
-                timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
-            ) as close,
-        ):
-            half = max(1, self.concurrency // 2)
-            await asyncio.gather(
-                *(self._worker(keep, False) for _ in range(half)),
-                *(self._worker(close, True) for _ in range(half)),
-            )
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self._thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=30)
-
-    def figures(self) -> dict[str, Any]:
-        return {"total": self.total, "failed": self.failed, "statuses": dict(self.statuses)}
-
-
 # ---------------------------------------------------------------- cluster helpers
 
 

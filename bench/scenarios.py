@@ -21,7 +21,6 @@ from harness import (
     HTTPS_URL,
     STATS_URL,
     URL,
-    Load,
     WrkRun,
     address,
     backend_addresses,
@@ -45,6 +44,7 @@ from harness import (
 
 from lbcluster_support import playbook
 from lbcluster_support.containers import docker_client, ha_exec, handler_state
+from lbcluster_support.load import Load
 
 
 def scenario_scale(quick: bool) -> dict[str, Any]:
