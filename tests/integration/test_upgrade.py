@@ -71,10 +71,14 @@ def test_a_new_web_app_version_rolls_without_a_failed_request(
     assert output.count("TASK [webapp : Start the new containers]") == 2, output[-3000:]
     assert up_servers() == {"s1", "s2"}
     assert two_backends.nodes() == {"s1", "s2"}
-    # The same version again: nothing is replaced.
+    names = {c.name for c in two_backends.client.containers.list(all=True)}
+    assert names >= {"ha", "s1", "s2"} and not names & {"s1-surge", "ha-old"}, names
+    # The same version again: nothing is replaced, nothing changes.
     ids = {n: two_backends.client.containers.get(n).id for n in ("s1", "s2")}
-    deploy(sources)
+    output = deploy(sources)
     assert {n: two_backends.client.containers.get(n).id for n in ("s1", "s2")} == ids
+    recap = output[output.rindex("PLAY RECAP") :]
+    assert "changed=0" in recap, recap
 
 
 def test_a_single_backend_is_replaced_behind_a_surge_backend(
@@ -126,6 +130,7 @@ def test_a_web_app_version_that_never_serves_stops_the_rollout(
     assert_no_failure(load)
     assert "webapp: the rollout of lbcluster-webapp:" in output
     assert "stopped at s1" in output
+    assert "s1's web app service: " in output, output[-3000:]  # up or down: it restarts
     assert "not UP in HAProxy: s1" in output or "not alive in Serf: s1" in output
     # Only the first batch was tried: s2 still runs the previous version and serves.
     assert image_of(two_backends, "s2") == old_image
