@@ -13,13 +13,16 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from docker.types import Mount
 from lbcluster_support import statspage
 from lbcluster_support.containers import docker_client
 from lbcluster_support.poll import WaitTimeout, wait_until
-from lbcluster_support.project import SECRETS
+from lbcluster_support.project import ROOT, SECRETS
 
 URL = "http://127.0.0.1:8080/"
 HTTPS_URL = "https://127.0.0.1:8443/"
@@ -122,6 +125,75 @@ def extra_backends(names: list[str]) -> Iterator[None]:
     finally:
         for name in names:
             remove(name)
+
+
+# ---------------------------------------------------------------- new versions
+
+
+IMAGE_INPUTS = ("pyproject.toml", "src/lbcluster", "templates", "roles/cluster_images/files")
+"""What roles/cluster_images reads under cluster_images_project_dir (its tasks/app.yml)."""
+
+
+@contextmanager
+def sources_copy() -> Iterator[Path]:
+    """A copy of the project's image inputs in a temporary directory, removed afterwards.
+
+    ``-e cluster_images_project_dir=<copy>`` builds the images from it: a
+    change there makes a new version without touching the working tree.
+    """
+    with tempfile.TemporaryDirectory(prefix="lbcluster-bench-") as tmp:
+        copy = Path(tmp)
+        for path in IMAGE_INPUTS:
+            source, target = ROOT / path, copy / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, target)
+        yield copy
+
+
+def new_version(copy: Path, module: str) -> None:
+    """Append a comment never written before to src/lbcluster/<module>.py of ``copy``.
+
+    Each image's tag digests its inputs: the image that holds the module
+    (webapp.py: the web app's, handler.py: the balancer's) gets a new tag.
+    """
+    with (copy / "src" / "lbcluster" / f"{module}.py").open("a", encoding="utf-8") as source:
+        source.write(f"# bench upgrade {time.time_ns()}\n")
+
+
+def cluster_containers() -> dict[str, Any]:
+    """Name -> container of every running container of the cluster (label io.lbcluster.role)."""
+    running = docker_client().containers.list(filters={"label": "io.lbcluster.role"})
+    return {c.name: c for c in running}
+
+
+def started_at(container: Any) -> float:
+    """When ``container`` last started (State.StartedAt), in seconds since the epoch."""
+    stamp = container.attrs["State"]["StartedAt"]  # 2026-11-23T10:00:00.123456789Z
+    stamp = re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def image_tags(prefix: str = "lbcluster-") -> set[str]:
+    """The tags of the images named ``<prefix>...``."""
+    return {
+        tag
+        for image in docker_client().images.list()
+        for tag in image.tags
+        if tag.startswith(prefix)
+    }
+
+
+def remove_images(tags: set[str]) -> list[str]:
+    """Remove the images ``tags`` that no container uses; the tags removed."""
+    removed = []
+    for tag in sorted(tags):
+        with suppress(docker.errors.APIError):
+            docker_client().images.remove(tag)
+            removed.append(tag)
+    return removed
 
 
 # ---------------------------------------------------------------- measurements

@@ -37,6 +37,7 @@ from scenarios import (
     scenario_overhead,
     scenario_reloads,
     scenario_scale,
+    scenario_upgrade,
 )
 
 from lbcluster_support import playbook
@@ -128,6 +129,26 @@ def print_peer(r: dict[str, Any]) -> None:
     )
 
 
+def print_upgrade(r: dict[str, Any]) -> None:
+    """Each case of the upgrade scenario: its requests, failures, play and what it replaced."""
+    print("\nUpgrades under load (upgrade; each case one run of site.yml):")
+    for case in r["cases"]:
+        kinds = {k: v for k, v in case["statuses"].items() if not k.startswith("2")}
+        target = case["target_failed"]
+        spread = case.get("backends_first_to_last_s")
+        print(
+            f"  {case['case']}: {case['total']} requests, {case['failed']} failed"
+            f" (target {'-' if target is None else target}), failures {kinds or '-'},"
+            f" play {case['play_s']} s, replaced {', '.join(case['replaced']) or '-'}"
+            + (f", backends first to last {spread} s" if spread is not None else "")
+            + (
+                f", {case['balancer_reloads']} reloads of the same balancer"
+                if case.get("balancer_reloads") is not None
+                else ""
+            )
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (under 5 minutes)")
@@ -143,6 +164,7 @@ def main() -> int:
         "handler": scenario_handler_latency,
         "overhead": lambda: scenario_overhead(args.quick),
         "lab": lambda: scenario_lab_baseline(args.quick),
+        "upgrade": lambda: scenario_upgrade(args.quick),
     }
     chosen = args.only.split(",") if args.only else list(scenarios)
     unknown = [key for key in chosen if key not in scenarios]
@@ -182,12 +204,14 @@ def main() -> int:
         figures = {
             k: v
             for k, v in r.items()
-            if k not in ("name", "scenario", "verdict", "statuses") and v is not None
+            if k not in ("name", "scenario", "verdict", "statuses", "cases") and v is not None
         }
         print(f"{r['scenario']:<10} {r['verdict']:<7} {r['name']}: {figures}")
     overhead = by_name.get("overhead", {})
     if "nginx_reload_failed" in overhead:
         print_peer(overhead)
+    if "upgrade" in by_name:
+        print_upgrade(by_name["upgrade"])
     print(f"\nwrote {RESULTS / 'latest.json'} ({report['seconds']} s)")
     return 0
 

@@ -8,12 +8,15 @@ back to 2 after each).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import peer
@@ -24,17 +27,23 @@ from harness import (
     WrkRun,
     address,
     backend_addresses,
+    cluster_containers,
     container_cpu_s,
     cpu_split,
     docker_floor,
     extra_backends,
+    image_tags,
     machine_cpu_s,
     new_backend,
+    new_version,
     pct,
     port_range,
+    remove_images,
     served_by,
+    sources_copy,
     spread,
     start_at_once,
+    started_at,
     stats,
     stats_auth,
     time_wait,
@@ -120,6 +129,190 @@ def scenario_lab_baseline(quick: bool) -> dict[str, Any]:
         **load.figures(),
         "reloads": count,
         "target_failed": None,
+    }
+
+
+UPGRADE = "upgrades: site.yml re-run under load (backends rolled, balancer handed over)"
+
+
+def replaced_since(before: dict[str, str], reloads: int | None) -> dict[str, Any]:
+    """The cluster's containers not the same as ``before`` (name -> id), how the new
+    backends' starts spread (seconds from the first to the last, State.StartedAt), and
+    the balancer's reloads since it counted ``reloads`` (None when it was replaced)."""
+    now = cluster_containers()
+    names = sorted(name for name, c in now.items() if before.get(name) != c.id)
+    starts = [
+        started_at(now[name])
+        for name in names
+        if now[name].labels.get("io.lbcluster.role") == "backend"
+    ]
+    return {
+        "replaced": names,
+        "backends_first_to_last_s": round(max(starts) - min(starts), 2)
+        if len(starts) > 1
+        else None,
+        "balancer_reloads": None
+        if reloads is None or "ha" in names
+        else handler_state().get("reloads", 0) - reloads,
+    }
+
+
+def alternate_value(current: str | None, default: str, other: str) -> str:
+    """``other`` unless the cluster has it already, then ``default``: always a real change."""
+    return default if current == other else other
+
+
+class Upgrades:
+    """Plays of site.yml that build the images from a copy of the sources
+    (harness.sources_copy), with the settings given so far: each case changes one thing."""
+
+    def __init__(self, copy: Path) -> None:
+        self.copy = copy
+        self.settings: dict[str, str] = {"webapp_count": "2"}
+
+    def play(self, **changes: str) -> float:
+        """site.yml with the copy's images and the settings so far, updated by ``changes``.
+
+        Returns the play's seconds.
+        """
+        self.settings.update(changes)
+        extra = {"cluster_images_project_dir": str(self.copy), **self.settings}
+        start = time.monotonic()
+        playbook.playbook("site.yml", *(a for k, v in extra.items() for a in ("-e", f"{k}={v}")))
+        return round(time.monotonic() - start, 1)
+
+    def case(
+        self, name: str, count: int, module: str | None = None, **changes: str
+    ) -> dict[str, Any]:
+        """With ``count`` backends (scaled to first, without load), a new version of
+        ``module``'s image and/or new settings, applied by one play under load."""
+        if self.settings["webapp_count"] != str(count):
+            self.play(webapp_count=str(count))
+        if module:
+            new_version(self.copy, module)
+        before = {n: c.id for n, c in cluster_containers().items()}
+        reloads = handler_state().get("reloads", 0)
+        with Load() as load:
+            seconds = self.play(**changes)
+            time.sleep(2)
+        return {
+            "case": name,
+            **load.figures(),
+            "play_s": seconds,
+            **replaced_since(before, reloads),
+            "target_failed": 0,
+        }
+
+    def lab(self) -> dict[str, Any]:
+        """The lab's way: a new web app, every container removed at once, the play remakes them."""
+        if self.settings["webapp_count"] != "2":
+            self.play(webapp_count="2")
+        new_version(self.copy, "webapp")
+        containers = cluster_containers()
+        before = {n: c.id for n, c in containers.items()}
+        with Load(allow_503=False) as load:
+            removers = [
+                threading.Thread(target=c.remove, kwargs={"force": True})
+                for c in containers.values()
+            ]
+            for t in removers:
+                t.start()
+            for t in removers:
+                t.join()
+            seconds = self.play()
+            time.sleep(2)
+        figures = replaced_since(before, None)
+        # The play still converges: its last task waits until HAProxy serves exactly s1, s2.
+        again = self.play()
+        return {
+            "case": "lab way: web app changed, ha and all backends removed at once, N=2",
+            **load.figures(),
+            "play_s": seconds,
+            **figures,
+            "converged_after_play_s": again,
+            "target_failed": None,
+        }
+
+
+def rollback() -> dict[str, Any]:
+    """site.yml with the project's own sources and settings under load, N=2 (as make up)."""
+    before = {n: c.id for n, c in cluster_containers().items()}
+    reloads = handler_state().get("reloads", 0)
+    with Load() as load:
+        start = time.monotonic()
+        playbook.scale(2)
+        seconds = round(time.monotonic() - start, 1)
+        time.sleep(2)
+    return {
+        "case": "rollback: the project's sources and settings (make up), N=2",
+        **load.figures(),
+        "play_s": seconds,
+        **replaced_since(before, reloads),
+        "target_failed": None,
+    }
+
+
+def scenario_upgrade(quick: bool) -> dict[str, Any]:
+    """Each change applied as an operator does: re-running site.yml, under load.
+
+    A new version is a comment appended to a module in a copy of the sources
+    (the working tree is never changed); the settings alternate between two
+    values, so each is a real change. Last, the cluster goes back to the
+    project's sources and settings with 2 backends, and the images the
+    scenario built are removed.
+    """
+    images_before = image_tags()
+    cases: list[dict[str, Any]] = []
+    try:
+        with sources_copy() as copy:
+            up = Upgrades(copy)
+            cases.append(up.case("web app changed, N=2", 2, "webapp"))
+            if not quick:
+                cases.append(up.case("web app changed, N=5", 5, "webapp"))
+                cases.append(up.case("web app changed, N=1 (surge)", 1, "webapp"))
+            cases.append(up.case("balancer changed (handler.py), N=2", 2, "handler"))
+            settings = json.loads(ha_exec("cat", "/etc/lbcluster/settings.json"))
+            interval = alternate_value(settings.get("check_interval"), "500ms", "400ms")
+            cases.append(
+                up.case(
+                    f"reload setting: balancer_check_interval={interval}, N=2",
+                    2,
+                    balancer_check_interval=interval,
+                )
+            )
+            if not quick:
+                env = docker_client().containers.get("s1").attrs["Config"]["Env"]
+                current = dict(e.split("=", 1) for e in env).get("WEBAPP_DRAIN_SECONDS")
+                drain = alternate_value(current, "3", "4")
+                cases.append(
+                    up.case(
+                        f"new backends setting: webapp_drain_seconds={drain}, N=2",
+                        2,
+                        webapp_drain_seconds=drain,
+                    )
+                )
+                cases.append(up.lab())
+        cases.append(rollback())
+    finally:
+        playbook.scale(2)  # whatever happened: the cluster of make up
+        removed = remove_images(image_tags() - images_before)
+    targeted = [c for c in cases if c["target_failed"] is not None]
+    statuses: Counter[str] = Counter()
+    for c in targeted:
+        statuses.update(c["statuses"])
+    n5 = [c for c in cases if c["case"].endswith("N=5")]
+    lab = [c for c in cases if c["case"].startswith("lab way")]
+    return {
+        "name": UPGRADE,
+        "total": sum(c["total"] for c in targeted),
+        "failed": sum(c["failed"] for c in targeted),
+        "statuses": dict(statuses),
+        "n5_first_to_last_s": n5[0]["backends_first_to_last_s"] if n5 else None,
+        "lab_total": lab[0]["total"] if lab else None,
+        "lab_failed": lab[0]["failed"] if lab else None,
+        "images_removed": len(removed),
+        "cases": cases,
+        "target_failed": 0,
     }
 
 
