@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from docker.types import Mount
 from lbcluster_support import statspage
 from lbcluster_support.containers import docker_client
 from lbcluster_support.poll import WaitTimeout, wait_until
-from lbcluster_support.project import ROOT, SECRETS
+from lbcluster_support.project import SECRETS, copy_image_inputs
 
 URL = "http://127.0.0.1:8080/"
 HTTPS_URL = "https://127.0.0.1:8443/"
@@ -130,27 +129,12 @@ def extra_backends(names: list[str]) -> Iterator[None]:
 # ---------------------------------------------------------------- new versions
 
 
-IMAGE_INPUTS = ("pyproject.toml", "src/lbcluster", "templates", "roles/cluster_images/files")
-"""What roles/cluster_images reads under cluster_images_project_dir (its tasks/app.yml)."""
-
-
 @contextmanager
 def sources_copy() -> Iterator[Path]:
-    """A copy of the project's image inputs in a temporary directory, removed afterwards.
-
-    ``-e cluster_images_project_dir=<copy>`` builds the images from it: a
-    change there makes a new version without touching the working tree.
-    """
+    """A copy of the project's image inputs in a temporary directory, removed afterwards
+    (see lbcluster_support.project.copy_image_inputs)."""
     with tempfile.TemporaryDirectory(prefix="lbcluster-bench-") as tmp:
-        copy = Path(tmp)
-        for path in IMAGE_INPUTS:
-            source, target = ROOT / path, copy / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(source, target)
-        yield copy
+        yield copy_image_inputs(Path(tmp))
 
 
 def new_version(copy: Path, module: str) -> None:

@@ -10,28 +10,18 @@ site.yml with the project's own sources: a rollback, also rolling.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
-from conftest import ROOT, Containers, get_json, playbook, scale, up_servers
+from conftest import Containers, get_json, playbook, scale, up_servers
 
+from lbcluster_support import project
 from lbcluster_support.load import Load
-
-# What the cluster_images role reads under cluster_images_project_dir.
-SOURCES = ("pyproject.toml", "src/lbcluster", "templates", "roles/cluster_images/files")
 
 
 def sources_with(tmp_path: Path, module: str, text: str) -> Path:
-    """A copy of the project's sources with ``text`` appended to src/lbcluster/``module``."""
-    copy = tmp_path / "project"
-    for part in SOURCES:
-        source, target = ROOT / part, copy / part
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    """A copy of the images' inputs with ``text`` appended to src/lbcluster/``module``."""
+    copy = project.copy_image_inputs(tmp_path / "project")
     path = copy / "src" / "lbcluster" / module
     path.write_text(path.read_text() + text)
     return copy
