@@ -151,7 +151,11 @@ def print_upgrade(r: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short run (under 5 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (about 12 minutes; the upgrade cases build images)",
+    )
     parser.add_argument("--only", help="comma-separated scenario names to run")
     args = parser.parse_args()
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
