@@ -285,14 +285,17 @@ def test_unknown_event_is_an_error_that_changes_nothing(cluster: Containers) -> 
 def test_unwritable_nodes_keeps_the_last_good_config(two_backends: Containers) -> None:
     cluster = two_backends
     config = _ha_config(cluster)
-    cluster.exec("ha", "sh", "-c", "mv /nodes /nodes.saved && touch /nodes")
+    # /nodes is a bind mount (shared with the next balancer): it cannot be
+    # moved away. A directory where the handler removes a stale temporary
+    # file fails every update, for root too (EISDIR).
+    cluster.exec("ha", "mkdir", "/nodes/.blocked.tmp")
     try:
         cluster.client.containers.get("s2").stop(timeout=20)
         wait_until(lambda: "cannot record the members under /nodes" in cluster.event_log(), 20)
         assert _ha_config(cluster) == config, "the running config was put back"
         assert {get_json()["host"] for _ in range(4)} == {"s1"}  # health checks did the rest
     finally:
-        cluster.exec("ha", "sh", "-c", "rm -f /nodes && mv /nodes.saved /nodes")
+        cluster.exec("ha", "rmdir", "/nodes/.blocked.tmp")
 
 
 def test_partition_removes_the_backend_and_healing_brings_it_back(
