@@ -187,9 +187,29 @@ def cluster(containers: Containers) -> Containers:
     return containers
 
 
+_LEFT_AS_PLAYED = False
+"""Whether the test that ran last ended with two_backends' own play (see below)."""
+
+
+@pytest.fixture(autouse=True)
+def _left_as_played(request: pytest.FixtureRequest) -> None:
+    """Note, for two_backends, whether the previous test left the cluster as the play makes
+    it; any test clears the note (autouse: set up before the test's other fixtures)."""
+    global _LEFT_AS_PLAYED  # noqa: PLW0603 (one flag between consecutive tests)
+    request.node.left_as_played = _LEFT_AS_PLAYED
+    _LEFT_AS_PLAYED = False
+
+
 @pytest.fixture
-def two_backends(cluster: Containers) -> Containers:
-    """Each test that changes the cluster starts from (and leaves) ha + s1 + s2."""
-    scale(2)
+def two_backends(cluster: Containers, request: pytest.FixtureRequest) -> Containers:
+    """Each test that changes the cluster starts from (and leaves) ha + s1 + s2.
+
+    The play before the test is skipped when the test just before ended with
+    this same play (its teardown): the cluster is as that play left it.
+    """
+    global _LEFT_AS_PLAYED  # noqa: PLW0603
+    if not request.node.left_as_played:
+        scale(2)
     yield cluster
     scale(2)
+    _LEFT_AS_PLAYED = True
