@@ -260,12 +260,16 @@ def _main_env(monkeypatch: pytest.MonkeyPatch, secrets: Path) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port = int(udp.getsockname()[1])
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", port))  # free for both
-    return port
+    """A port free for TCP and UDP on 127.0.0.1 (as the agent's own check sees it)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+        address = f"127.0.0.1:{port}"
+        if agent.port_free(address, socket.SOCK_STREAM) and agent.port_free(
+            address, socket.SOCK_DGRAM
+        ):
+            return port
 
 
 def test_main_writes_a_private_config_and_execs_serf(
