@@ -171,9 +171,11 @@ def server_rows(rows: list[dict[str, str]], backend: str) -> list[dict[str, str]
     ]
 
 
-def server_states(admin_socket: Path, backend: str) -> list[dict[str, str]]:
-    """The rows of ``show stat`` for the servers of ``backend``."""
-    return server_rows(parse_stat_csv(socket_command(admin_socket, "show stat")), backend)
+def server_states(cli_socket: Path, backend: str, *, worker: str = "") -> list[dict[str, str]]:
+    """The rows of ``show stat`` for the servers of ``backend``: from the admin socket,
+    or through the master socket with ``worker`` (``@1``: the current worker)."""
+    command = f"{worker} show stat".lstrip()
+    return server_rows(parse_stat_csv(socket_command(cli_socket, command)), backend)
 
 
 class RuntimeCommandFailed(RuntimeError):
@@ -244,7 +246,7 @@ def serving(master_socket: Path, backend: str, expect_servers: bool) -> str | No
             return "HAProxy has no worker yet"
         if not expect_servers:
             return None
-        rows = server_rows(parse_stat_csv(socket_command(master_socket, "@1 show stat")), backend)
+        rows = server_states(master_socket, backend, worker="@1")
     except OSError as exc:
         return f"HAProxy's master socket {master_socket} does not answer ({exc})"
     if any(r.get("status", "").startswith("UP") for r in rows):
