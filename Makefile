@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 N ?=
 EXTRA := $(if $(N),-e webapp_count=$(N))
 
-.PHONY: help venv up down status demo screenshot lint unit integration molecule test bench clean
+.PHONY: help venv up down status demo screenshot lint unit integration molecule test vm-test bench clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -68,6 +68,9 @@ test: venv ## Everything CI runs: lint, unit, integration, molecule (timed)
 	    $(MAKE) --no-print-directory $$target || exit 1; \
 	    echo "::: make $$target: $$(( $$(date +%s) - start )) s"; \
 	done
+
+vm-test: venv ## vagrant up for real (after make vm): the cluster answers from the VM, then destroy
+	pytest -q -s -x tests/vm
 
 bench: venv ## Benchmarks (QUICK=1 for a short run)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
