@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 N ?=
 EXTRA := $(if $(N),-e webapp_count=$(N))
 
-.PHONY: help venv up down status demo screenshot lint unit integration molecule test bench clean
+.PHONY: help venv up down status demo screenshot lint unit integration molecule test bench vm clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -71,6 +71,9 @@ test: venv ## Everything CI runs: lint, unit, integration, molecule (timed)
 
 bench: venv ## Benchmarks (QUICK=1 for a short run)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+vm: venv ## Prepare this machine for Vagrant (QEMU, libvirt, vagrant-libvirt) and build the box
+	ansible-playbook playbooks/vm_host.yml
 
 clean: ## Remove the cluster, the project's images and the venv
 	-ansible-playbook playbooks/destroy.yml
