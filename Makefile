@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 N ?=
 EXTRA := $(if $(N),-e webapp_count=$(N))
 
-.PHONY: help venv up down status demo screenshot lint unit integration molecule test vm-test bench clean
+.PHONY: help venv up down status demo screenshot lint unit integration molecule test vm vm-test bench clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -69,11 +69,14 @@ test: venv ## Everything CI runs: lint, unit, integration, molecule (timed)
 	    echo "::: make $$target: $$(( $$(date +%s) - start )) s"; \
 	done
 
-vm-test: venv ## vagrant up for real (after make vm): the cluster answers from the VM, then destroy
-	pytest -q -s -x tests/vm
-
 bench: venv ## Benchmarks (QUICK=1 for a short run)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+vm: venv ## Prepare this machine for Vagrant (QEMU, libvirt, vagrant-libvirt) and build the box
+	ansible-playbook playbooks/vm_host.yml
+
+vm-test: vm ## vagrant up for real: the cluster answers from the VM (192.168.42.42), then destroy
+	pytest -q -s -x tests/vm
 
 clean: ## Remove the cluster, the project's images and the venv
 	-ansible-playbook playbooks/destroy.yml
