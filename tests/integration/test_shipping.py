@@ -4,7 +4,8 @@ The controller (this machine's engine) builds the images, or finds them
 built; the role brings them to a host whose own dockerd runs in a container
 (lbcluster_support.testhosts), reached by Ansible through
 ``community.docker.docker`` (a connection into the host container), either
-shipped (export, copy, load). The runs use
+shipped (export, copy, load) or through a registry (Debian's
+``docker-registry``, run here on the test network's gateway). The runs use
 Ansible's JSON callback: each task's result per host, and the recap's counts.
 """
 
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.integration
 PLAYBOOK = "tests/integration/playbooks/images_to_host.yml"
 TRANSFER_DIR = "/var/tmp/lbcluster"  # the role's default cluster_images_transfer_dir
 
-if not shutil.which("mmdebstrap"):
+missing = [program for program in ("mmdebstrap", "docker-registry") if not shutil.which(program)]
+if "mmdebstrap" in missing:
     pytest.skip("mmdebstrap is not installed (.ci/run installs it)", allow_module_level=True)
 
 
@@ -163,3 +165,62 @@ def test_ships_only_the_tag_a_host_lacks(
     assert host.image_tags() == {ha, webapp}
     assert archives(host, build_dir) == []
     assert again.changed()[host.name] > 0
+
+
+def test_a_registry_url_fails_before_anything_changes(
+    shipping: tuple[testhosts.DockerHost, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, inventory, _ = shipping
+    failed, output = run(
+        inventory,
+        monkeypatch,
+        "-e",
+        "cluster_images_registry=https://registry.example:5000/",
+        check=False,
+    )
+    assert failed is None, "a registry given as a URL must fail"
+    assert "expected a host and optionally a port" in output
+    assert '"changed": true' not in output
+
+
+@pytest.mark.skipif(
+    "docker-registry" in missing, reason="docker-registry is not installed (.ci/run installs it)"
+)
+def test_a_registry_replaces_shipping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    network = testhosts.create_network(f"{testhosts.PREFIX}-{tmp_path.name[-12:]}-reg")
+    pushed: list[str] = []
+    try:
+        with testhosts.Registry(network.gateway, tmp_path / "registry") as registry:
+            host = testhosts.start_host(
+                f"{network.name}-1", network, insecure_registries=[registry.name]
+            )
+            try:
+                inventory = write_inventory(tmp_path / "hosts.yml", [host], tmp_path / "build")
+                option = ("-e", f"cluster_images_registry={registry.name}")
+                first, _ = run(inventory, monkeypatch, *option)
+                assert first is not None
+                ha, webapp = first.images(host.name)
+                pushed = [ha, webapp]
+                prefix = f"{registry.name}/"
+                assert ha.startswith(prefix + "lbcluster-ha:")
+                assert webapp.startswith(prefix + "lbcluster-webapp:")
+                for name in (ha, webapp):
+                    repository, tag = name.removeprefix(prefix).split(":")
+                    assert registry.tags(repository) == {tag}
+                assert host.image_tags() == {ha, webapp}
+                assert first.changed()[host.name] > 0
+                export = first.result(
+                    "Export the missing images from the builder's engine", host.name
+                )
+                assert export.get("skipped"), "with a registry, nothing is shipped"
+
+                second, _ = run(inventory, monkeypatch, *option)
+                assert second is not None
+                assert second.changed() == {host.name: 0}
+            finally:
+                testhosts.remove_host(host)
+    finally:
+        testhosts.remove_network(network)
+        with testhosts.docker_lock():  # the registry's tags the role added on the controller
+            for name in pushed:
+                docker_client().images.remove(name, noprune=True)
