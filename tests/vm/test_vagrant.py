@@ -51,6 +51,9 @@ def vagrant(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         pytest.fail("vagrant is not installed: run `make vm` first")
     env = playbook.environment()
     env.pop("ANSIBLE_CONFIG", None)  # the Vagrantfile names ansible.cfg itself
+    # Where the provisioner's time goes: the slowest tasks after each play.
+    env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
+    env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "12"
     try:
         return subprocess.run(
             ["vagrant", *args],
@@ -122,7 +125,7 @@ def vm() -> Iterator[None]:
     vagrant("destroy", "-f", timeout=DESTROY_TIMEOUT)
     try:
         proc = timed("vagrant up", "up", "--provider", "libvirt", timeout=UP_TIMEOUT)
-        print(proc.stdout[-1500:])
+        print(proc.stdout[-2500:])
         yield
     finally:
         if "vagrant destroy" not in timings:
