@@ -11,9 +11,6 @@ CAP_SYS_RESOURCE): the flags of :func:`start_host` are the ones that work
 Every container, volume and network made here carries the label
 ``io.lbcluster.cluster`` and every image ``io.lbcluster.image``: the cleanup
 of ``.ci/run`` removes them when a run was killed before its own cleanup.
-Commands that start or stop containers or build images take the machine's
-Docker lock (:func:`docker_lock`), as ``flock /tmp/lbcluster-docker.lock`` does.
-
 A registry for such hosts (:class:`Registry`): Debian's ``docker-registry``
 run as a process on the network's gateway address, with TLS.
 """
@@ -22,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -85,33 +81,8 @@ exec dockerd "$@"
 """
 """The host's entry script (``sh -c``); its arguments are dockerd's."""
 
-LOCK_PATH = Path("/tmp/lbcluster-docker.lock")  # noqa: S108 (the machine's shared lock)
-
 SOCKET_WAIT = 60.0
 """Seconds a new host's dockerd may take to answer (1 to 2 s usually)."""
-
-_lock_depth = 0
-
-
-@contextlib.contextmanager
-def docker_lock(path: Path = LOCK_PATH) -> Iterator[None]:
-    """Hold the machine's Docker lock (``flock``), re-entrant within this process."""
-    global _lock_depth  # noqa: PLW0603 (one lock per process)
-    if _lock_depth:
-        _lock_depth += 1
-        try:
-            yield
-        finally:
-            _lock_depth -= 1
-        return
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        _lock_depth = 1
-        try:
-            yield
-        finally:
-            _lock_depth = 0
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def apt_sources() -> Path:
@@ -140,7 +111,7 @@ def ensure_host_image(sources: Path | None = None) -> str:
         return name
     if shutil.which("mmdebstrap") is None:
         raise FileNotFoundError("mmdebstrap: not installed (apt-get install mmdebstrap)")
-    with docker_lock(), tempfile.TemporaryDirectory(prefix=f"{PREFIX}-", dir="/var/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-", dir="/var/tmp") as tmp:
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.get(name)  # made meanwhile by another process
             return name
@@ -182,8 +153,7 @@ class HostNetwork:
 def create_network(name: str) -> HostNetwork:
     """A new bridge network ``name``, labelled; its subnet is Docker's choice."""
     client = docker_client()
-    with docker_lock():
-        network = client.networks.create(name, driver="bridge", labels=_labels())
+    network = client.networks.create(name, driver="bridge", labels=_labels())
     network.reload()
     config = network.attrs["IPAM"]["Config"][0]
     return HostNetwork(name=name, subnet=config["Subnet"], gateway=config["Gateway"])
@@ -191,7 +161,7 @@ def create_network(name: str) -> HostNetwork:
 
 def remove_network(network: HostNetwork) -> None:
     """Remove a network made by :func:`create_network` (gone already: nothing to do)."""
-    with docker_lock(), contextlib.suppress(docker.errors.NotFound):
+    with contextlib.suppress(docker.errors.NotFound):
         docker_client().networks.get(network.name).remove()
 
 
@@ -267,18 +237,17 @@ def start_host(
     )
     host_config["MaskedPaths"] = []
     host_config["ReadonlyPaths"] = []
-    with docker_lock():
-        client.volumes.create(volume, labels=_labels())
-        created = client.api.create_container(
-            image,
-            name=name,
-            hostname=name,
-            entrypoint=["/bin/sh", "-c", ENTRY, "entry"],
-            command=dockerd,
-            labels=_labels(),
-            host_config=host_config,
-        )
-        client.api.start(created["Id"])
+    client.volumes.create(volume, labels=_labels())
+    created = client.api.create_container(
+        image,
+        name=name,
+        hostname=name,
+        entrypoint=["/bin/sh", "-c", ENTRY, "entry"],
+        command=dockerd,
+        labels=_labels(),
+        host_config=host_config,
+    )
+    client.api.start(created["Id"])
     container = client.containers.get(name)
     address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
     host = DockerHost(name=name, network=network, address=address, volume=volume)
@@ -295,11 +264,10 @@ def start_host(
 def remove_host(host: DockerHost) -> None:
     """Remove the host container and its volume (gone already: nothing to do)."""
     client = docker_client()
-    with docker_lock():
-        with contextlib.suppress(docker.errors.NotFound):
-            client.containers.get(host.name).remove(force=True, v=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.volumes.get(host.volume).remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(host.name).remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        client.volumes.get(host.volume).remove(force=True)
 
 
 @contextlib.contextmanager

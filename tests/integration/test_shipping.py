@@ -90,12 +90,10 @@ def run(
 ) -> tuple[Run | None, str]:
     """The playbook on ``inventory`` with the JSON callback; (parsed run, raw output).
 
-    Under the machine's Docker lock: the controller's engine builds the images
-    when they are missing.
+    The controller's engine builds the images when they are missing.
     """
     monkeypatch.setenv("ANSIBLE_STDOUT_CALLBACK", "ansible.posix.json")
-    with testhosts.docker_lock():
-        proc = playbook(PLAYBOOK, "-i", str(inventory), *args, check=check)
+    proc = playbook(PLAYBOOK, "-i", str(inventory), *args, check=check)
     output = proc.stdout + proc.stderr
     return (Run(proc.stdout) if proc.returncode == 0 else None), output
 
@@ -221,6 +219,5 @@ def test_a_registry_replaces_shipping(tmp_path: Path, monkeypatch: pytest.Monkey
                 testhosts.remove_host(host)
     finally:
         testhosts.remove_network(network)
-        with testhosts.docker_lock():  # the registry's tags the role added on the controller
-            for name in pushed:
-                docker_client().images.remove(name, noprune=True)
+        for name in pushed:  # the registry's tags the role added on the controller
+            docker_client().images.remove(name, noprune=True)

@@ -1,8 +1,7 @@
-"""lbcluster_support.testhosts: what needs no Docker engine (names, the lock, the certificate)."""
+"""lbcluster_support.testhosts: what needs no Docker engine (names, the certificate)."""
 
 from __future__ import annotations
 
-import fcntl
 import ssl
 from pathlib import Path
 
@@ -17,19 +16,6 @@ def test_the_host_image_tag_is_a_digest_of_its_inputs(tmp_path: Path) -> None:
     assert name.startswith("lbcluster-testhost:") and len(name.split(":")[1]) == 12
     sources.write_text("Types: deb\nURIs: http://other.invalid/debian\n", encoding="utf-8")
     assert testhosts.host_image_name(sources) != name
-
-
-def test_the_docker_lock_is_reentrant_and_excludes_other_holders(tmp_path: Path) -> None:
-    path = tmp_path / "docker.lock"
-    with testhosts.docker_lock(path), testhosts.docker_lock(path), path.open("a") as other:
-        try:
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            taken = True
-        except BlockingIOError:
-            taken = False
-        assert not taken, "another holder got the lock while it was held"
-    with path.open("a") as other:
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: free now
 
 
 def test_the_registry_certificate_names_its_address(tmp_path: Path) -> None:
