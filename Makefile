@@ -62,12 +62,22 @@ integration: venv ## Real containers: the playbook, HTTP through HAProxy, faults
 molecule: venv ## molecule test for every scenario
 	molecule test --all
 
-test: venv ## Everything CI runs: lint, unit, integration, molecule (timed)
-	@for target in lint unit integration molecule; do \
+test: venv ## Everything CI runs: lint, unit, integration, then molecule beside vm-test (timed)
+	@for target in lint unit integration; do \
 	    start=$$(date +%s); \
 	    $(MAKE) --no-print-directory $$target || exit 1; \
 	    echo "::: make $$target: $$(( $$(date +%s) - start )) s"; \
 	done
+	@# The VM (QEMU's emulation) and molecule's containers share nothing: side
+	@# by side they take 9.5 min here instead of 14 one after the other. The
+	@# VM test's output waits in a file and follows molecule's.
+	@mkdir -p .cache; start=$$(date +%s); \
+	$(MAKE) --no-print-directory vm-test > .cache/vm-test.log 2>&1 & vm=$$!; \
+	$(MAKE) --no-print-directory molecule; molecule=$$?; \
+	echo "::: make molecule: $$(( $$(date +%s) - start )) s"; \
+	wait $$vm; vm=$$?; cat .cache/vm-test.log; \
+	echo "::: make vm-test, beside molecule: $$(( $$(date +%s) - start )) s"; \
+	[ $$molecule -eq 0 ] && [ $$vm -eq 0 ]
 
 bench: venv ## Benchmarks (QUICK=1 for a short run)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
