@@ -13,7 +13,6 @@ cannot start a VM fails here with Vagrant's own words: never a skip.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import os
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lbcluster_support import playbook, project
+from lbcluster_support import playbook, project, statspage
 
 ROOT = project.ROOT
 VM_IP = os.environ.get("LBCLUSTER_VM_IP", "192.168.42.42")
@@ -91,11 +90,9 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
-def get(
-    url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None
-) -> tuple[int, bytes]:
+def get(url: str, *, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """Status and body of a GET to the VM (an HTTP error is an answer too)."""
-    request = urllib.request.Request(url, headers=headers or {})
+    request = urllib.request.Request(url)
     opener = OPENER
     if context is not None:
         https = urllib.request.HTTPSHandler(context=context)
@@ -154,14 +151,11 @@ def test_https_answers_with_the_generated_certificate(vm: None) -> None:
 
 
 def test_stats_page_answers_with_the_vms_password(vm: None) -> None:
-    password = (SECRETS / "stats-password").read_text().strip()
     status, _ = get(f"http://{VM_IP}:1936/")
     assert status == 401
-    token = base64.b64encode(f"admin:{password}".encode()).decode()
-    status, body = get(f"http://{VM_IP}:1936/;csv", headers={"Authorization": f"Basic {token}"})
-    assert status == 200, body[:300]
-    up = {row.split(",")[1] for row in body.decode().splitlines() if ",UP" in row}
-    assert {"s1", "s2"} <= up, body.decode()[:1000]
+    authorization = statspage.authorization(statspage.password(SECRETS))
+    states = statspage.server_states(authorization, url=f"http://{VM_IP}:1936")
+    assert states.get("s1") == "UP" and states.get("s2") == "UP", states
 
 
 def test_a_second_provision_changes_nothing(vm: None) -> None:
