@@ -385,9 +385,9 @@ def test_render_https_beside_http() -> None:
     ]
     assert "    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n" in config
     assert "redirect" not in config
-    # The backends learn the scheme; a client cannot claim it.
-    assert "    http-request set-header X-Forwarded-Proto https if { ssl_fc }\n" in config
-    assert "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }\n" in config
+    # The backends learn the port and the scheme; a client cannot claim them.
+    assert "    http-request set-header X-Forwarded-Port %[ssl_fc,iif(8443,8080)]\n" in config
+    assert "    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]\n" in config
 
 
 def test_render_without_tls_has_no_ssl_and_no_redirect() -> None:
@@ -397,7 +397,16 @@ def test_render_without_tls_has_no_ssl_and_no_redirect() -> None:
     assert ":8443" not in config
     assert "redirect" not in config
     assert frontend(config)[:2] == ["frontend http", "    bind 127.0.0.1:8080"]
-    assert "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }\n" in config
+    assert "    http-request set-header X-Forwarded-Port 8080\n" in config
+    assert "    http-request set-header X-Forwarded-Proto http\n" in config
+
+
+def test_render_forwarded_headers_need_no_destination_fetch() -> None:
+    """The port comes from the settings: dst_port costs getsockname() per connection."""
+    for tls in (True, False):
+        config = render_config(TEMPLATE, {**SETTINGS, "tls": tls}, [])
+        assert "%[dst" not in config
+        assert config.count("X-Forwarded-Port") == 1
 
 
 @pytest.mark.parametrize(("port", "shown"), [(8443, ":8443"), (443, ""), (10443, ":10443")])
