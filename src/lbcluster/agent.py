@@ -248,13 +248,15 @@ def keep_joined(
 ) -> None:
     """While the agent runs: send the join hint once, and never let it stay isolated.
 
-    Once the agent sees another member, a user event (Coalesce=false) asks the
-    balancer to look now: Serf coalesces member-join events for about a
-    second. It is only a hint: the handler still reads the live membership.
-    Whenever the agent sees no alive balancer (after :data:`JOIN_GRACE_S`, the
-    time Serf's own retry-join needs), it is asked to join the seeds again
-    (``rejoin()``: addresses, never its own): a join that reached only
-    itself, or peers too busy to answer, is not a join.
+    The agent is asked only for the alive balancers (``members-filtered``):
+    at 100 members, reading the whole list every few seconds in every backend
+    cost more than the rest of this loop. Once a balancer is in sight, a user
+    event (Coalesce=false) asks it to look now: Serf coalesces member-join
+    events for about a second. It is only a hint: the handler still reads the
+    live membership. Whenever the agent sees no alive balancer (after
+    :data:`JOIN_GRACE_S`, the time Serf's own retry-join needs), it is asked
+    to join the seeds again (``rejoin()``: addresses, never its own): a join
+    that reached only itself, or peers too busy to answer, is not a join.
     """
     started = time.monotonic()
     hinted = False
@@ -263,13 +265,13 @@ def keep_joined(
         try:
             with SerfRPC(rpc_addr, auth, timeout=2) as rpc:
                 while agent_alive():
-                    alive = [m for m in rpc.members().members if m.status == "alive"]
-                    if not hinted and any(m.name != name for m in alive):
+                    balancers = rpc.members_filtered({"role": ROLE_BALANCER}).members
+                    isolated = not any(m.name != name for m in balancers)
+                    if not isolated and not hinted:
                         rpc.request(
                             "event", {"Name": HINT_EVENT, "Payload": b"", "Coalesce": False}
                         )
                         hinted = True
-                    isolated = not any(m.role == ROLE_BALANCER for m in alive)
                     if isolated and time.monotonic() - started >= JOIN_GRACE_S:
                         targets = rejoin()
                         if not reported:

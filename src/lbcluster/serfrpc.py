@@ -134,6 +134,17 @@ class SerfRPC:
             raise SerfUnavailable(f"Serf agent at {self.addr}: members: no member list")
         return decode_members(raw)
 
+    def members_filtered(self, tags: Mapping[str, str], status: str = "alive") -> ParseResult:
+        """The members whose tags and status match (Serf anchors each value as a regular
+        expression): the agent filters, so only those are sent and decoded."""
+        body = self.request(
+            "members-filtered", {"Tags": dict(tags), "Status": status, "Name": ""}, answer=True
+        )
+        raw = body.get("Members") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            raise SerfUnavailable(f"Serf agent at {self.addr}: members-filtered: no member list")
+        return decode_members(raw)
+
     def subscribe(self, types: str = STREAM_TYPES) -> None:
         """Start streaming events on this connection (then only next_event() is used)."""
         self._stream_seq = self._send("stream", {"Type": types})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
 import socketserver
 import threading
@@ -38,12 +39,36 @@ def rpc_member(
 
 
 # The commands the fake answers; all but "members" have a body.
-COMMANDS = {"handshake", "auth", "members", "stream", "event", "join", "force-leave"}
+COMMANDS = {
+    "handshake",
+    "auth",
+    "members",
+    "members-filtered",
+    "stream",
+    "event",
+    "join",
+    "force-leave",
+}
+
+
+def matches(member: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether ``member`` passes a members-filtered body, as Serf filters: every value is a
+    regular expression anchored at both ends; an empty one matches anything."""
+
+    def match(pattern: str, value: Any) -> bool:
+        return not pattern or re.fullmatch(pattern, str(value)) is not None
+
+    tags = member.get("Tags") or {}
+    return (
+        all(key in tags and match(p, tags[key]) for key, p in body.get("Tags", {}).items())
+        and match(body.get("Status", ""), member["Status"])
+        and match(body.get("Name", ""), member["Name"])
+    )
 
 
 class FakeSerfAgent:
-    """Answers handshake, auth, members, stream, event, join and force-leave; ``push()`` sends an
-    event to streams."""
+    """Answers handshake, auth, members, members-filtered, stream, event, join and force-leave;
+    ``push()`` sends an event to streams."""
 
     def __init__(self, auth: str = "token") -> None:
         self.auth = auth
@@ -105,6 +130,8 @@ class FakeSerfAgent:
         out = msgpack.packb({"Seq": seq, "Error": error})
         if command == "members" and not error:
             out += msgpack.packb({"Members": self.members})
+        if command == "members-filtered" and not error:
+            out += msgpack.packb({"Members": [m for m in self.members if matches(m, body)]})
         if command == "join" and not error:
             out += msgpack.packb({"Num": len(body.get("Existing", []))})
         if command == "stream" and not error:

@@ -417,13 +417,15 @@ def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
 HA_MEMBER = rpc_member("ha", "172.18.0.2", role="balancer", port=None)
 
 
-def test_join_hint_waits_for_a_peer_then_sends_one_uncoalesced_event(quick_watch: None) -> None:
+def test_join_hint_waits_for_a_balancer_then_sends_one_uncoalesced_event(quick_watch: None) -> None:
     stop = threading.Event()
     with FakeSerfAgent() as fake:
-        fake.members = [rpc_member("s1", "172.18.0.3")]
+        fake.members = [rpc_member("s1", "172.18.0.3"), rpc_member("s2", "172.18.0.4")]
+        fake.members.append(rpc_member("ha", "172.18.0.2", role="balancer", status="left"))
         thread = _keep_joined(fake, stop, ["172.18.0.2:7946"])
         time.sleep(0.2)
-        assert fake.events == [], "alone: not joined yet"
+        assert fake.events == [], "another backend, a balancer that left: not joined yet"
+        fake.members.pop()
         fake.members.append(HA_MEMBER)
         deadline = time.monotonic() + 5
         while not fake.events and time.monotonic() < deadline:
@@ -433,6 +435,9 @@ def test_join_hint_waits_for_a_peer_then_sends_one_uncoalesced_event(quick_watch
         thread.join(timeout=5)
     assert fake.events == [{"Name": "lbcluster-hint", "Payload": b"", "Coalesce": False}]
     assert not thread.is_alive(), "it ends with its agent"
+    # Only the alive balancers are asked for, never the whole membership.
+    assert "members-filtered" in fake.commands
+    assert "members" not in fake.commands
 
 
 def test_an_agent_that_joined_only_itself_or_peers_without_a_balancer_joins_again(

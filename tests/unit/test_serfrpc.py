@@ -33,6 +33,21 @@ def test_members_are_validated_and_addresses_decoded() -> None:
     assert agent.commands == ["handshake", "auth", "members"]
 
 
+def test_members_filtered_asks_the_agent_for_only_the_matching_members() -> None:
+    with FakeSerfAgent() as agent:
+        agent.members = [
+            rpc_member("ha", "172.18.0.2", role="balancer", port=None),
+            rpc_member("ha-old", "172.18.0.5", role="balancer", port=None, status="left"),
+            rpc_member("s1", "172.18.0.3"),
+        ]
+        with SerfRPC(agent.addr, "token") as rpc:
+            balancers = rpc.members_filtered({"role": "balancer"})
+            backends = rpc.members_filtered({"role": "backend"}, status="")
+    assert [m.name for m in balancers.members] == ["ha"]
+    assert [m.name for m in backends.members] == ["s1"]
+    assert agent.commands == ["handshake", "auth", "members-filtered", "members-filtered"]
+
+
 def test_wrong_token_is_refused_with_the_agents_reason() -> None:
     with FakeSerfAgent() as agent, pytest.raises(SerfUnavailable, match="auth: Invalid auth"):
         SerfRPC(agent.addr, "wrong")
