@@ -1,36 +1,52 @@
-"""The backend web app (what the lab's Node/Express app did, in Python/aiohttp).
+"""The backend web app (what the lab's Node/Express app did), on lbcluster.httpd.
 
 GET /          JSON {hello, ip, host, tag, sessionViews, id}, header x-backend-ip,
                session cookie NODESESSID (views counted per session on this backend)
 HEAD /         200 while serving; 503 once draining, so health checks take it out
-POST /delay    {"delay": ms} sets an artificial response delay
+POST /delay    {"delay": ms} delays every later GET / response by that much
+               (other connections are not held up)
+other methods  on / and /delay: 405 with an Allow header
 anything else  404
 
-On SIGTERM the app drains: it keeps answering requests for
-WEBAPP_DRAIN_SECONDS while failing health checks, then closes.
+Errors are JSON {"error": "..."}. On SIGTERM or SIGINT the app drains: it keeps
+answering requests for WEBAPP_DRAIN_SECONDS while failing health checks, then
+closes. Environment: WEBAPP_PORT (3000), WEBAPP_DRAIN_SECONDS (3),
+WEBAPP_ACCESS_LOG (on/off, default off), TAG (default: the host name).
+
+Only the standard library, and little of it (no asyncio, no logging, no
+secrets, and json only once a POST /delay comes: responses are written by
+json_object), so that a backend container boots on little CPU.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
+import binascii
+import math
 import os
-import secrets
-import signal
 import socket
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
-from aiohttp import web
+from lbcluster.httpd import HttpError, Limits, Request, Response, Server
 
 COOKIE = "NODESESSID"
 MAX_SESSIONS = 10_000
 MAX_DELAY_MS = 60_000
+JSON_TYPE = "application/json; charset=utf-8"
 
-log = logging.getLogger("webapp")
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def new_session_id() -> str:
+    """24 URL-safe characters of 18 random bytes, like secrets.token_urlsafe(18)
+    (base64.urlsafe_b64encode without importing base64, which imports re)."""
+    return binascii.b2a_base64(os.urandom(18), newline=False).translate(_URLSAFE).decode("ascii")
 
 
 class SessionStore:
@@ -43,7 +59,7 @@ class SessionStore:
     def touch(self, session_id: str | None) -> tuple[str, int]:
         """Count one view; an unknown or missing id starts a new session."""
         if session_id is None or session_id not in self._views:
-            session_id = secrets.token_urlsafe(18)
+            session_id = new_session_id()
             self._views[session_id] = 0
         self._views[session_id] += 1
         self._views.move_to_end(session_id)
@@ -61,6 +77,8 @@ class DelayError(ValueError):
 
 def parse_delay(body: bytes) -> int:
     """Validate a ``POST /delay`` body: ``{"delay": <0..60000 ms>}``."""
+    import json  # noqa: PLC0415 - 5 ms of import a backend needs only if POST /delay comes
+
     try:
         data = json.loads(body or b"null")
     except (ValueError, RecursionError) as exc:
@@ -75,116 +93,216 @@ def parse_delay(body: bytes) -> int:
     return int(delay)
 
 
-@dataclass
-class AppState:
-    tag: str
-    host: str
-    sessions: SessionStore = field(default_factory=SessionStore)
-    delay_ms: int = 0
-    draining: bool = False
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header ("a=1; b=2"), first one
+    wins; whitespace around names and values and quotes around values are
+    tolerated."""
+    if not header:
+        return None
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None
 
 
-STATE = web.AppKey("state", AppState) if hasattr(web, "AppKey") else "state"
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 
 
-def _state(request: web.Request) -> AppState:
-    state: AppState = request.app[STATE]
-    return state
+def json_string(text: str) -> str:
+    """``text`` as a JSON string, exactly as ``json.dumps(text)`` writes it
+    (ASCII only: anything else as \\uXXXX)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
 
 
-def _local_ip(request: web.Request) -> str:
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    return str(sockname[0]) if sockname else "unknown"
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    ip = _local_ip(request)
-    if request.method == "HEAD":
-        status = 503 if state.draining else 200
-        return web.Response(status=status, headers={"x-backend-ip": ip})
-    if state.delay_ms:
-        await asyncio.sleep(state.delay_ms / 1000)
-    session_id, views = state.sessions.touch(request.cookies.get(COOKIE))
-    body: dict[str, Any] = {
-        "hello": "world!",
-        "ip": ip,
-        "host": state.host,
-        "tag": state.tag,
-        "sessionViews": views,
-        "id": session_id,
-    }
-    response = web.json_response(body, headers={"x-backend-ip": ip})
-    response.set_cookie(COOKIE, session_id, httponly=True, path="/")
-    return response
-
-
-async def set_delay(request: web.Request) -> web.Response:
-    state = _state(request)
-    try:
-        delay = parse_delay(await request.read())
-    except DelayError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    state.delay_ms = delay
-    return web.json_response({"message": f"New timeout of {delay}ms configured."})
-
-
-async def not_found(request: web.Request) -> web.Response:
-    return web.json_response({"error": f"not found: {request.method} {request.path}"}, status=404)
-
-
-def make_app(tag: str, host: str) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
-    app[STATE] = AppState(tag=tag, host=host)
-    app.router.add_get("/", index)  # allow_head: HEAD / is the health check
-    app.router.add_post("/delay", set_delay)
-    app.router.add_route("*", "/{tail:.*}", not_found)
-    return app
-
-
-async def serve(
-    app: web.Application, port: int, drain_seconds: float, access_log: bool = False
-) -> None:
-    runner = web.AppRunner(
-        app,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        access_log_format='%a "%r" %s %b %Tfs "%{User-Agent}i"',
-        handle_signals=False,
+def json_object(data: Mapping[str, str | int]) -> bytes:
+    """A flat JSON object of strings and integers, as ``json.dumps`` writes it."""
+    items = (
+        f"{json_string(key)}: {json_string(value) if isinstance(value, str) else int(value)}"
+        for key, value in data.items()
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host="0.0.0.0", port=port, reuse_address=True)  # noqa: S104
-    await site.start()
-    log.info("listening on :%d", port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    app[STATE].draining = True
-    log.info("stopping: failing health checks, still serving for %.1f s", drain_seconds)
-    await asyncio.sleep(drain_seconds)
-    await runner.cleanup()
-    log.info("stopped")
+    return f"{{{', '.join(items)}}}".encode("ascii")
+
+
+def json_response(
+    status: int,
+    data: Mapping[str, str | int],
+    headers: list[tuple[str, str]] | None = None,
+    after: float = 0.0,
+) -> Response:
+    return Response(
+        status, [("Content-Type", JSON_TYPE), *(headers or ())], json_object(data), after
+    )
+
+
+def error_response(error: HttpError) -> Response:
+    """What the server answers to a request it cannot parse or serve."""
+    return json_response(error.status, {"error": error.message})
+
+
+class App:
+    """The app's state and its request handler (``handle``, for the server)."""
+
+    def __init__(self, tag: str, host: str) -> None:
+        self.tag = tag
+        self.host = host
+        self.sessions = SessionStore()
+        self.delay_ms = 0
+        self.draining = False
+
+    def handle(self, request: Request) -> Response:
+        method, path = request.method, request.path
+        if path == "/":
+            if method == "GET":
+                return self.index(request)
+            if method == "HEAD":
+                return Response(503 if self.draining else 200, [("x-backend-ip", request.local_ip)])
+            return self.not_allowed(request, "GET, HEAD")
+        if path == "/delay":
+            if method == "POST":
+                return self.set_delay(request)
+            return self.not_allowed(request, "POST")
+        return json_response(404, {"error": f"not found: {method} {path}"})
+
+    def index(self, request: Request) -> Response:
+        ip = request.local_ip
+        session_id, views = self.sessions.touch(cookie_value(request.headers.get("cookie"), COOKIE))
+        # json_object's output, written out: this is the hot path.
+        body = (
+            f'{{"hello": "world!", "ip": {json_string(ip)}, "host": {json_string(self.host)}, '
+            f'"tag": {json_string(self.tag)}, "sessionViews": {views}, '
+            f'"id": {json_string(session_id)}}}'
+        )
+        headers = [
+            ("Content-Type", JSON_TYPE),
+            ("x-backend-ip", ip),
+            ("Set-Cookie", f"{COOKIE}={session_id}; HttpOnly; Path=/"),
+        ]
+        return Response(200, headers, body.encode("ascii"), self.delay_ms / 1000)
+
+    def set_delay(self, request: Request) -> Response:
+        try:
+            delay = parse_delay(request.body)
+        except DelayError as exc:
+            return json_response(400, {"error": str(exc)})
+        self.delay_ms = delay
+        return json_response(200, {"message": f"New timeout of {delay}ms configured."})
+
+    @staticmethod
+    def not_allowed(request: Request, allow: str) -> Response:
+        error = {"error": f"method not allowed: {request.method} {request.path}"}
+        return json_response(405, error, [("Allow", allow)])
+
+
+def make_server(
+    app: App,
+    address: tuple[str, int],
+    drain_seconds: float,
+    access_log: bool = False,
+    limits: Limits | None = None,
+) -> Server:
+    """A server for ``app`` (bound, not yet running) that drains when asked
+    to stop: HEAD / turns 503, everything else is still served for
+    ``drain_seconds``, then the server closes."""
+    server = Server(
+        app.handle,
+        address,
+        on_error=error_response,
+        access_log=log if access_log else None,
+        limits=limits,
+    )
+
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if stopping:  # a second signal changes nothing
+            return
+        stopping = app.draining = True
+        log(f"stopping: failing health checks, still serving for {drain_seconds:.1f} s")
+        server.call_later(drain_seconds, server.close)
+
+    server.on_stop = stop
+    return server
+
+
+def serve(app: App, port: int, drain_seconds: float, access_log: bool = False) -> None:
+    """Serve on 0.0.0.0:``port`` until SIGTERM or SIGINT, then drain and stop."""
+    server = make_server(app, ("0.0.0.0", port), drain_seconds, access_log)  # noqa: S104
+    restore = server.catch_signals()
+    try:
+        log(f"listening on :{server.port}")
+        server.run()
+    finally:
+        restore()
+    log("stopped")
+
+
+class SettingError(ValueError):
+    pass
+
+
+def read_settings(environ: Mapping[str, str]) -> tuple[int, float, bool]:
+    """(port, drain seconds, access log) from the environment."""
+    text = environ.get("WEBAPP_PORT", "3000")
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SettingError(f"WEBAPP_PORT={text!r}: expected a port number (0-65535)")
+    text = environ.get("WEBAPP_DRAIN_SECONDS", "3")
+    try:
+        drain = float(text)
+    except ValueError:
+        drain = math.nan
+    if not 0 <= drain < math.inf:
+        raise SettingError(f"WEBAPP_DRAIN_SECONDS={text!r}: expected a number of seconds >= 0")
+    text = environ.get("WEBAPP_ACCESS_LOG", "off")
+    if text not in ("on", "off"):
+        raise SettingError(f"WEBAPP_ACCESS_LOG={text!r}: expected on or off")
+    return port, drain, text == "on"
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
+    try:
+        port, drain, access_log = read_settings(os.environ)
+    except SettingError as exc:
+        print(f"lbcluster-webapp: {exc}", file=sys.stderr)
+        return 2
     host = socket.gethostname()
     tag = os.environ.get("TAG") or host
     try:
-        port = int(os.environ.get("WEBAPP_PORT", "3000"))
-        drain = float(os.environ.get("WEBAPP_DRAIN_SECONDS", "3"))
-    except ValueError as exc:
-        print(f"lbcluster-webapp: bad WEBAPP_PORT or WEBAPP_DRAIN_SECONDS: {exc}", file=sys.stderr)
-        return 2
-    access_log = os.environ.get("WEBAPP_ACCESS_LOG", "off")
-    if access_log not in ("on", "off"):
-        print(
-            f"lbcluster-webapp: WEBAPP_ACCESS_LOG={access_log!r}: expected on or off",
-            file=sys.stderr,
-        )
-        return 2
-    asyncio.run(serve(make_app(tag, host), port, drain, access_log == "on"))
+        serve(App(tag, host), port, drain, access_log)
+    except OSError as exc:
+        print(f"lbcluster-webapp: cannot serve on :{port}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
