@@ -20,6 +20,7 @@ from lbcluster import agent
 from lbcluster.agent import (
     AgentConfigError,
     agent_config,
+    head_status,
     keep_joined,
     secret_config,
     seed_addresses,
@@ -218,6 +219,34 @@ def local_app() -> Iterator[http.server.HTTPServer]:
 
 def test_wait_for_app_returns_on_200(local_app: http.server.HTTPServer) -> None:
     wait_for_app(local_app.server_address[1], timeout=2)
+
+
+def test_head_status_reads_the_status_line_or_none(local_app: http.server.HTTPServer) -> None:
+    port = local_app.server_address[1]
+    assert head_status(port) == 200
+    _Head.status = 503
+    try:
+        assert head_status(port) == 503
+    finally:
+        _Head.status = 200
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        free = closed.getsockname()[1]
+    assert head_status(free) is None, "nothing listens"
+
+
+def test_head_status_is_none_for_an_answer_that_is_not_http() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        assert head_status(server.getsockname()[1]) is None
+        thread.join()
 
 
 def test_wait_for_app_times_out(
