@@ -20,7 +20,8 @@ description:
     missing container is created and started, a stopped one is started (or
     recreated, if its digest differs), and a running one whose digest differs
     is left running and returned in RV(outdated): the caller replaces it when
-    it chooses (the webapp role rolls them a batch at a time).
+    it chooses (the webapp role rolls them a batch at a time). So is one that
+    is no longer on O(network) (a network removed and created again).
   - With O(state=absent), the containers are stopped (each gets
     O(stop_timeout) seconds to exit by itself: the backends drain first) and
     removed, all side by side.
@@ -227,16 +228,20 @@ class Backends:
             self.local.api = api
         return api
 
-    def existing(self, names):
-        """name -> (running, spec label) for the containers among ``names`` that exist."""
+    def existing(self, names, network):
+        """name -> (running, spec label) for the containers among ``names`` that exist; the
+        label of one that is not on ``network`` (a network recreated under it) is None."""
         wanted = set(names)
         found = {}
         for c in self.client().containers(all=True):
             for full in c.get("Names") or []:
                 name = full.lstrip("/")
                 if name in wanted:
-                    labels = c.get("Labels") or {}
-                    found[name] = (c.get("State") == "running", labels.get(SPEC_LABEL))
+                    label = (c.get("Labels") or {}).get(SPEC_LABEL)
+                    networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+                    if network and network not in networks:
+                        label = None
+                    found[name] = (c.get("State") == "running", label)
         return found
 
     def image_id(self, image):
@@ -340,7 +345,7 @@ def main():
     result = {"changed": False, "created": [], "started": [], "removed": [], "outdated": []}
     backends = Backends(params["docker_host"])
     try:
-        existing = backends.existing(names)
+        existing = backends.existing(names, params["network"])
         if params["state"] == "absent":
             gone = [n for n in names if n in existing]
             result["removed"] = gone

@@ -141,3 +141,43 @@ def test_bad_arguments_fail_before_docker_is_asked(
     code, out = run_module(backends, args | {"docker_host": "tcp://127.0.0.1:1"}, capsys)
     assert code == 1
     assert message in out["msg"]
+
+
+def test_existing_reads_state_and_label_and_counts_a_container_off_the_network_outdated(
+    backends: ModuleType,
+) -> None:
+    listed = [
+        {
+            "Names": ["/s1"],
+            "State": "running",
+            "Labels": {"io.lbcluster.spec": "d"},
+            "NetworkSettings": {"Networks": {"lbcluster": {}}},
+        },
+        {
+            "Names": ["/s2"],
+            "State": "exited",
+            "Labels": {"io.lbcluster.spec": "d"},
+            "NetworkSettings": {"Networks": {"lbcluster": {}}},
+        },
+        {  # its network was removed and created again: it is on none
+            "Names": ["/s3"],
+            "State": "running",
+            "Labels": {"io.lbcluster.spec": "d"},
+            "NetworkSettings": {"Networks": {}},
+        },
+        {"Names": ["/other"], "State": "running", "Labels": {}},
+    ]
+
+    class Api:
+        def containers(self, all: bool) -> list[dict[str, Any]]:
+            assert all
+            return listed
+
+    docker_side = backends.Backends(None)
+    docker_side.local.api = Api()
+    assert docker_side.existing(["s1", "s2", "s3", "s4"], "lbcluster") == {
+        "s1": (True, "d"),
+        "s2": (False, "d"),
+        "s3": (True, None),
+    }
+    assert docker_side.existing(["s3"], None) == {"s3": (True, "d")}, "no network: not checked"
