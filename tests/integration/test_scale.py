@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import ROOT, Containers, http, scale, stats_servers, up_servers, wait_until
 
 
@@ -46,3 +48,40 @@ def test_a_backend_the_benchmark_makes_serves(two_backends: Containers) -> None:
         wait_until(lambda: up_servers() == {"s1", "s2", "b1"}, timeout=30)
         two_backends.client.containers.get("b1").stop(timeout=20)
         wait_until(lambda: two_backends.nodes() == {"s1", "s2"}, timeout=20)
+
+
+NEIGHBOURS = Path("/proc/sys/net/ipv4/neigh/default")
+KERNEL_DEFAULTS = {"gc_thresh1": 128, "gc_thresh2": 512, "gc_thresh3": 1024}
+
+
+def neighbour_limits() -> dict[str, int]:
+    return {name: int((NEIGHBOURS / name).read_text()) for name in KERNEL_DEFAULTS}
+
+
+def test_thirty_backends_in_one_call_with_room_in_the_neighbour_table(
+    two_backends: Containers,
+) -> None:
+    """Near 30 members the kernel's shared neighbour table (1024 entries by default)
+    overflowed and Serf saw members fail: the play raises its limits, and starts and
+    removes the backends side by side (lbcluster_backends), one specification for all."""
+    try:
+        for name, value in KERNEL_DEFAULTS.items():
+            (NEIGHBOURS / name).write_text(str(value))
+    except OSError as exc:
+        pytest.skip(f"resetting the host's neighbour table limits needs root: {exc}")
+    names = {f"s{n}" for n in range(1, 31)}
+    scale(30)  # returns once HAProxy serves exactly s1..s30
+    assert up_servers() == names
+    assert two_backends.nodes() == names
+    # (30 + 2 + 2)² entries without collection, twice and four times that as limits.
+    assert neighbour_limits() == {"gc_thresh1": 1156, "gc_thresh2": 2312, "gc_thresh3": 4624}
+    backends = two_backends.client.containers.list(filters={"label": "io.lbcluster.role=backend"})
+    assert {c.name for c in backends} == names
+    assert len({c.labels["io.lbcluster.spec"] for c in backends}) == 1
+    assert "changed=0" in scale(30).stdout, "a re-run changes nothing"
+    scale(2)
+    assert up_servers() == {"s1", "s2"}
+    assert not {c.name for c in two_backends.client.containers.list(all=True)} & (
+        names - {"s1", "s2"}
+    )
+    assert neighbour_limits()["gc_thresh3"] == 4624, "the limits are never lowered"
