@@ -203,6 +203,30 @@ def container_cpu_s(container_id: str) -> float | None:
     return None
 
 
+def container_memory_bytes(container_id: str) -> int | None:
+    """Memory a running container uses, as ``docker stats`` counts it (usage minus inactive
+    page cache; cgroup v1 or v2), or None where unreadable."""
+    for usage_file, stat_file, inactive in (
+        (
+            f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
+            f"/sys/fs/cgroup/memory/docker/{container_id}/memory.stat",
+            "total_inactive_file",
+        ),
+        (
+            f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",
+            f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.stat",
+            "inactive_file",
+        ),
+    ):
+        with suppress(OSError, ValueError):
+            usage = int(Path(usage_file).read_text(encoding="ascii"))
+            stat = dict(
+                line.split() for line in Path(stat_file).read_text(encoding="ascii").splitlines()
+            )
+            return usage - int(stat.get(inactive, 0))
+    return None
+
+
 def cpu_split(before: float, ha_before: float | None, containers: list[Any]) -> dict[str, Any]:
     """Where the machine's CPU went since ``before``: backends, ha, the rest (Docker, FUSE…)."""
     total = machine_cpu_s() - before

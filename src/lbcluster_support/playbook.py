@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .project import ANSIBLE_CONFIG, ROOT
@@ -53,13 +54,15 @@ def playbook(
     check: bool = True,
     capture: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``ansible-playbook *args`` from the project root and return the finished process.
 
     ``capture``: keep stdout and stderr (text) in the result rather than
     letting them reach the terminal. ``check``: raise :class:`PlaybookFailed`
     (a :class:`subprocess.CalledProcessError`) on a non-zero exit.
-    ``timeout``: seconds, then :class:`subprocess.TimeoutExpired`.
+    ``timeout``: seconds, then :class:`subprocess.TimeoutExpired`. ``env``:
+    variables added to the environment (an Ansible callback, say).
     """
     if not ANSIBLE_CONFIG.is_file():
         raise FileNotFoundError(
@@ -74,7 +77,7 @@ def playbook(
     proc = subprocess.run(
         [str(executable), *args],
         cwd=ROOT,
-        env=environment(),
+        env={**environment(), **(env or {})},
         capture_output=capture,
         text=True,
         timeout=timeout,
@@ -91,8 +94,15 @@ def scale(
     check: bool = True,
     capture: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``ansible-playbook site.yml -e webapp_count=<count>``: ``count`` backends."""
     return playbook(
-        "site.yml", "-e", f"webapp_count={count}", check=check, capture=capture, timeout=timeout
+        "site.yml",
+        "-e",
+        f"webapp_count={count}",
+        check=check,
+        capture=capture,
+        timeout=timeout,
+        env=env,
     )
