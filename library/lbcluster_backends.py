@@ -22,9 +22,9 @@ description:
     is left running and returned in RV(outdated): the caller replaces it when
     it chooses (the webapp role rolls them a batch at a time). So is one that
     is no longer on O(network) (a network removed and created again).
-  - With O(state=absent), the containers are stopped (each gets
-    O(stop_timeout) seconds to exit by itself: the backends drain first) and
-    removed, all side by side.
+  - With O(state=absent), the containers are all stopped at once (each gets
+    O(stop_timeout) seconds to exit by itself: the backends drain first, side
+    by side), then removed O(parallel) at a time.
   - Supports check mode.
 requirements:
   - docker (Python SDK) on the Docker host
@@ -76,7 +76,9 @@ options:
     type: int
     default: 10
   parallel:
-    description: Containers handled at a time.
+    description: >-
+      Containers created, started or removed at a time (with O(state=absent),
+      all are stopped at once first).
     type: int
     default: 8
   docker_host:
@@ -126,6 +128,7 @@ outdated:
   elements: str
 """
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -282,13 +285,14 @@ class Backends:
     def start(self, name):
         self.client().start(name)
 
+    def stop(self, name, stop_timeout):
+        with contextlib.suppress(NotFound):
+            self.client().stop(name, timeout=stop_timeout)
+
     def remove(self, name, stop_timeout):
-        api = self.client()
-        try:
-            api.stop(name, timeout=stop_timeout)
-            api.remove_container(name, v=True)
-        except NotFound:
-            pass
+        self.stop(name, stop_timeout)
+        with contextlib.suppress(NotFound):
+            self.client().remove_container(name, v=True)
 
 
 def run_all(jobs, parallel):
@@ -351,8 +355,17 @@ def main():
             result["removed"] = gone
             result["changed"] = bool(gone)
             if gone and not module.check_mode:
-                jobs = [(n, lambda n=n: backends.remove(n, params["stop_timeout"])) for n in gone]
-                errors = run_all(jobs, params["parallel"])
+                # All stop at once: a stopping backend only waits while HAProxy
+                # drains it (98 at 20 a time took 5 drains in a row, 32 s).
+                # Docker's own work, removing them, stays O(parallel) at a time.
+                stops = [(n, lambda n=n: backends.stop(n, params["stop_timeout"])) for n in gone]
+                errors = run_all(stops, len(stops))
+                removals = [
+                    (n, lambda n=n: backends.remove(n, params["stop_timeout"]))
+                    for n in gone
+                    if n not in errors
+                ]
+                errors.update(run_all(removals, params["parallel"]))
                 if errors:
                     module.fail_json(msg=failure("remove", errors), **result)
             module.exit_json(**result)
