@@ -91,10 +91,6 @@ def new_backend(name: str, start: bool = True, entrypoint: list[str] | None = No
         stop_signal="SIGTERM",
         entrypoint=entrypoint,
     )
-    docker_client().api.disconnect_container_from_network(container.id, "lbcluster")
-    docker_client().api.connect_container_to_network(
-        container.id, "lbcluster", aliases=["lbcluster-members"]
-    )
     if start:
         container.start()
     return container
@@ -265,7 +261,7 @@ def start_at_once(containers: list[Any]) -> list[float]:
 def docker_floor(count: int) -> float:
     """Seconds Docker needs to start ``count`` containers of the backend image that only sleep.
 
-    The same image, network and alias as the backends, started the same way:
+    The same image and network as the backends, started the same way:
     what no cluster can go below on this machine.
     """
     names = [f"bench-f{i}" for i in range(count)]

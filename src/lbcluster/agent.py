@@ -217,8 +217,9 @@ WATCH_S = 2.0
 def seed_addresses(seeds: list[str], own: frozenset[str], port: int = 7946) -> list[str]:
     """The addresses the seed names resolve to, as ``ip:port``, except this container's own.
 
-    The members' alias resolves to every member, this one included, and
-    Serf counts a join with itself as a success: it must never be the target.
+    A seed name may resolve to this container too (an alias the members
+    share), and Serf counts a join with itself as a success: it must never
+    be the target.
     """
     found: list[str] = []
     for seed in seeds:

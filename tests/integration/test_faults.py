@@ -116,9 +116,9 @@ def test_killed_haproxy_worker_is_replaced(two_backends: Containers) -> None:
 def test_a_backend_whose_peers_did_not_answer_its_join_never_stays_isolated(
     two_backends: Containers,
 ) -> None:
-    # s2 starts while ha and s1 cannot answer: its join of the members' alias
-    # reaches only itself, which Serf counts as a success. Once they answer
-    # again, s2 must find the balancer by itself, without a restart.
+    # s2 starts while ha and s1 cannot answer: its join of the balancer's agent
+    # times out. Once they answer again, s2 must find the balancer by itself,
+    # without a restart.
     cluster = two_backends
     playbook("site.yml", "-e", "webapp_count=1")
     paused = [cluster.client.containers.get(name) for name in ("ha", "s1")]
