@@ -62,6 +62,7 @@ written:
   elements: str
 """
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -103,7 +104,8 @@ def ensure_directory(path, owner, group, check_mode=False):
             os.chown(path, owner, group)
             os.chmod(path, DIR_MODE)
         except OSError as exc:
-            raise SecretFilesError(f"cannot set the owner or mode of {path}: {exc.strerror}") from None
+            problem = f"cannot set the owner or mode of {path}: {exc.strerror}"
+            raise SecretFilesError(problem) from None
     return True
 
 
@@ -137,10 +139,8 @@ def write_atomically(target, content, owner, group, mode):
             os.fsync(fh.fileno())
         os.replace(temporary, target)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
-        except OSError:
-            pass
         raise SecretFilesError(f"cannot write {target}: {exc.strerror}") from None
 
 
@@ -149,8 +149,10 @@ def check_names(files):
     return sorted(n for n in files if not n or "/" in n or n in (".", ".."))
 
 
-def apply(path, files, owner, group, mode, check_mode=False):
-    """Make the directory and the files so; (directory changed, names written)."""
+def apply(path, files, perms, *, check_mode):
+    """Make the directory and the files so, ``perms`` being (owner, group, mode of the
+    files); (whether the directory changed, names of the files written)."""
+    owner, group, mode = perms
     changed_dir = ensure_directory(path, owner, group, check_mode)
     written = []
     for name in sorted(files):
@@ -183,15 +185,14 @@ def main():
         module.fail_json(msg=f"lbcluster_secret_files: mode {params['mode']!r} is not octal")
     bad = check_names(params["files"])
     if bad:
-        module.fail_json(msg=f"lbcluster_secret_files: not a file name: {', '.join(map(repr, bad))}")
+        listed = ", ".join(map(repr, bad))
+        module.fail_json(msg=f"lbcluster_secret_files: not a file name: {listed}")
     try:
         changed_dir, written = apply(
             params["path"],
             params["files"],
-            params["owner"],
-            params["group"],
-            mode,
-            module.check_mode,
+            (params["owner"], params["group"], mode),
+            check_mode=module.check_mode,
         )
     except SecretFilesError as exc:
         module.fail_json(msg=f"lbcluster_secret_files: {exc}")

@@ -30,7 +30,8 @@ def run(module: ModuleType, args: dict[str, Any], capsys: Any) -> tuple[int, Any
 
 
 def args(path: Path, **extra: Any) -> dict[str, Any]:
-    return {"path": str(path), "files": SECRETS, "owner": os.getuid(), "group": os.getgid(), **extra}
+    owner = {"owner": os.getuid(), "group": os.getgid()}
+    return {"path": str(path), "files": SECRETS, **owner, **extra}
 
 
 def mode(path: Path) -> int:
