@@ -327,7 +327,7 @@ class Handler:
             self.pending = replace(self.pending, changed_at=time.monotonic())
             raise HandlerError(f"reload failed: {exc}") from None
         elapsed = time.monotonic() - started
-        self.pending = self.pending.reloaded()
+        self.pending = self.pending.reloaded(time.monotonic())
         update_state(
             self.paths.state,
             reloads_inc=1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lbcluster.plan import CONSOLIDATE_S, FILE_DELAY_S, Pending, Plan, Server, plan
+from lbcluster.plan import CONSOLIDATE_S, FILE_DELAY_S, RELOAD_GAP_S, Pending, Plan, Server, plan
 
 S1, S2, S3 = "10.0.0.1:3000", "10.0.0.2:3000", "10.0.0.3:3000"
 
@@ -98,7 +98,23 @@ def test_consolidation_reloads_once_the_membership_is_quiet() -> None:
     assert not busy.consolidate and busy.pending.changed_at == 20.0
 
 
+def test_consolidation_waits_for_the_reload_gap_after_a_reload() -> None:
+    live = {"s1": Server(S1), "s2": Server(S2)}
+    reloaded = Pending().reloaded(100.0)
+    # A join right after the reload, then quiet: not before RELOAD_GAP_S has passed.
+    joined = plan({"s1": S1, "s2": S2}, {"s1": Server(S1)}, reloaded, now=101.0)
+    assert joined.runtime and joined.pending.dynamic == {"s2"}
+    assert joined.pending.next_due() == 100.0 + RELOAD_GAP_S
+    quiet = 101.0 + CONSOLIDATE_S
+    assert not plan({"s1": S1, "s2": S2}, live, joined.pending, now=quiet).consolidate
+    due = plan({"s1": S1, "s2": S2}, live, joined.pending, now=100.0 + RELOAD_GAP_S)
+    assert due.consolidate
+    # Long after the last reload, the quiet time alone decides.
+    late = plan({"s1": S1, "s2": S2}, {"s1": Server(S1)}, reloaded, now=200.0)
+    assert late.pending.next_due() == 200.0 + CONSOLIDATE_S
+
+
 def test_after_a_reload_nothing_is_pending() -> None:
     pending = Pending(frozenset({"a"}), frozenset({"b"}), 3.0, 4.0)
-    assert pending.reloaded() == Pending()
+    assert pending.reloaded(7.0) == Pending(reloaded_at=7.0)
     assert Pending().next_due() is None
