@@ -289,10 +289,14 @@ class Backends:
         with contextlib.suppress(NotFound):
             self.client().stop(name, timeout=stop_timeout)
 
-    def remove(self, name, stop_timeout):
-        self.stop(name, stop_timeout)
+    def delete(self, name):
+        """Remove a stopped container and its anonymous volumes."""
         with contextlib.suppress(NotFound):
             self.client().remove_container(name, v=True)
+
+    def remove(self, name, stop_timeout):
+        self.stop(name, stop_timeout)
+        self.delete(name)
 
 
 def run_all(jobs, parallel):
@@ -360,11 +364,7 @@ def main():
                 # Docker's own work, removing them, stays O(parallel) at a time.
                 stops = [(n, lambda n=n: backends.stop(n, params["stop_timeout"])) for n in gone]
                 errors = run_all(stops, len(stops))
-                removals = [
-                    (n, lambda n=n: backends.remove(n, params["stop_timeout"]))
-                    for n in gone
-                    if n not in errors
-                ]
+                removals = [(n, lambda n=n: backends.delete(n)) for n in gone if n not in errors]
                 errors.update(run_all(removals, params["parallel"]))
                 if errors:
                     module.fail_json(msg=failure("remove", errors), **result)

@@ -158,9 +158,7 @@ def apply(path, files, perms, *, check_mode):
     for name in sorted(files):
         target = os.path.join(path, name)
         content = str(files[name]).encode()
-        if changed_dir and check_mode and not os.path.isdir(path):
-            written.append(name)
-        elif needs_writing(target, content, owner, group, mode):
+        if needs_writing(target, content, owner, group, mode):
             if not check_mode:
                 write_atomically(target, content, owner, group, mode)
             written.append(name)

@@ -88,8 +88,9 @@ def test_member_without_the_gossip_key_cannot_join(
 ) -> None:
     s1 = cluster.client.containers.get("s1")
     # The seeds of a real backend: the balancer's agent.
-    seeds = next(e for e in s1.attrs["Config"]["Env"] if e.startswith("LBCLUSTER_SEEDS="))
-    seeds = seeds.partition("=")[2]
+    seeds = next(
+        e for e in s1.attrs["Config"]["Env"] if e.startswith("LBCLUSTER_SEEDS=")
+    ).partition("=")[2]
     env = {"TAG": "intruder", "LBCLUSTER_SEEDS": seeds}
     image = s1.image
     intruder = cluster.client.containers.create(
