@@ -150,9 +150,11 @@ def test_a_name_the_certificate_does_not_cover(check: ModuleType) -> None:
     pki = Pki([*NAMES, "lb.example"])
     cert, key = pki.server(NAMES)
     found = check.check([cert], key, [pki.cert], [*NAMES, "lb.example"], now=NOW)
-    assert found == [
+    # The verifier's own words follow (cryptography 51 adds " for lb.example").
+    assert len(found) == 1
+    assert found[0].startswith(
         "not valid for lb.example under the CA: leaf certificate has no matching subjectAltName"
-    ]
+    )
     assert check.check([cert], key, None, ["lb.example", "10.0.0.1"], now=NOW) == [
         "the certificate does not cover lb.example, 10.0.0.1"
     ]
