@@ -530,6 +530,11 @@ def scenario_scale100(quick: bool) -> dict[str, Any]:
     up: list[float] = []
     down: list[float] = []
     tasks: dict[str, list[str]] = {}
+    # The play alone first, with no load: its own cost. Under load it shares
+    # the two cores with the load generator, HAProxy and the backends.
+    quiet_up, tasks["up at rest"] = timed_scale(top)
+    quiet_rerun, tasks["re-run at rest"] = timed_scale(top)
+    quiet_down, tasks["down at rest"] = timed_scale(2)
     log_before = len(ha_exec("cat", "/var/log/serf.log"))
     reloads_before = handler_state().get("reloads", 0)
     reloads, live, rerun = 0, [], 0.0
@@ -556,6 +561,9 @@ def scenario_scale100(quick: bool) -> dict[str, Any]:
         "name": f"{top} backends: 2 -> {top} -> 2 ({rounds} times) under load",
         "total": load.total + load_down.total,
         "failed": load.failed + load_down.failed,
+        "at_rest_up_s": round(quiet_up, 1),
+        "at_rest_rerun_s": round(quiet_rerun, 1),
+        "at_rest_down_s": round(quiet_down, 1),
         "up_s": [round(v, 1) for v in up],
         "up_s_max": round(max(up), 1),
         "rerun_s": round(rerun, 1),
