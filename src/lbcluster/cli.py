@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, paths: Paths, stdin: TextIO | None) -> int:
     agent = Agent(paths.serf_rpc_addr, auth)
     if args.command == "forget":
         return forget(agent, args.names, log)
-    handler = Handler(paths, log, agent.members, local_addresses())
+    handler = Handler(paths, log, agent.members, local_addresses(), agent.join)
     if serve:
         seconds = float(os.environ.get("LBCLUSTER_RECONCILE_SECONDS", "1"))
         Daemon(handler, paths, log, auth, seconds).run()

@@ -16,8 +16,11 @@ MEMBER_EVENTS = frozenset(
     {"member-join", "member-leave", "member-failed", "member-update", "member-reap"}
 )
 OTHER_EVENTS = frozenset({"user", "query"})
-# The user event a backend sends once it has joined (see agent.keep_joined).
-HINT_EVENT = "lbcluster-hint"
+# Not a Serf event: the local agent logged that a member joined (the RPC's
+# log stream, see serfrpc.is_join_log), a second or more before Serf's
+# coalescing lets the member-join event through. A hint to read the live
+# membership now; it names no member and is not trusted.
+JOIN_SEEN = "join-seen"
 MAX_STDIN = 4 * 1024 * 1024
 
 
@@ -31,7 +34,7 @@ class Event:
 
     @property
     def is_hint(self) -> bool:
-        return self.name == "user" and self.user_event == HINT_EVENT
+        return self.name == JOIN_SEEN
 
 
 def parse_event_line(line: str) -> Member:

@@ -46,6 +46,14 @@ class HandlerError(RuntimeError):
 FAILURES = (HandlerError, haproxy.ConfigInvalid, OSError)
 # How apply() may change HAProxy (see there).
 LIVE, RELOAD, BOOT = "live", "reload", "boot"
+# Where a backend's agent listens (the webapp image's static Serf configuration).
+BACKEND_SERF_PORT = 7946
+# A balancer's agent alone asks to join this many of the recorded backends at
+# a time: one exchange with any of them brings the whole membership. When
+# none answered (each may take Serf's TCP timeout, the handler waits), the
+# next ones are asked this much later.
+REJOIN_SAMPLE = 3
+REJOIN_BACKOFF_S = 10.0
 
 
 def since(received: float | None) -> str:
@@ -63,11 +71,15 @@ class Handler:
         log: EventLog,
         members: Callable[[], ParseResult],
         own: frozenset[str] = frozenset(),
+        join: Callable[[list[str]], int] | None = None,
     ) -> None:
         self.paths = paths
         self.log = log
         self.read_members = members
         self.own = own  # the balancer's own addresses: never a server
+        self.join = join  # asks the local agent to join these ip:port; how many answered
+        self.rejoins = 0  # joins asked since the agent was last seen with other members
+        self.next_rejoin = 0.0
         self.order = JoinOrder()
         self.pending = Plan().pending
         # Refusals of the membership standing since the last read (logged once).
@@ -89,7 +101,7 @@ class Handler:
         if event.is_hint:
             # A member just joined: read the live membership now rather than
             # after Serf's coalescing delay (the hint itself is not trusted).
-            self.log("user: join hint, reading the live membership")
+            self.log("join-seen: the agent saw a member join, reading the live membership")
         elif event.name in OTHER_EVENTS:
             self.log(f"{event.name}: ignored (not a membership event)")
             return
@@ -160,11 +172,36 @@ class Handler:
             if recorded:
                 # A freshly (re)started agent knows only itself until its join
                 # completes: that is not "every backend is gone".
+                self.rejoin(recorded)
                 raise HandlerError(
                     "the local agent knows no other member yet; keeping the last configuration"
                     f" ({len(recorded)} backends)"
                 )
+        self.rejoins, self.next_rejoin = 0, 0.0
         return backends.members
+
+    def rejoin(self, recorded: Sequence[Member]) -> None:
+        """Ask the agent, alone, to join a few of the recorded backends, others each time.
+
+        A backend's agent retries only a balancer that failed, never one that
+        left: a new balancer container (or one whose agent's state is gone)
+        must find the backends itself, from /nodes, which outlives it.
+        """
+        now = time.monotonic()
+        if self.join is None or now < self.next_rejoin:
+            return
+        start = self.rejoins * REJOIN_SAMPLE % len(recorded)
+        sample = [*recorded[start:], *recorded[:start]][:REJOIN_SAMPLE]
+        try:
+            joined, why = self.join([f"{m.address}:{BACKEND_SERF_PORT}" for m in sample]), ""
+        except SerfUnavailable as exc:
+            joined, why = 0, f" ({exc})"
+        if not joined:
+            self.next_rejoin = now + REJOIN_BACKOFF_S
+        if self.rejoins == 0 or joined:
+            names = ", ".join(m.name for m in sample)
+            self.log(f"serf: the agent knows no other member: joined {joined} of {names}{why}")
+        self.rejoins += 1
 
     def address_policy(self) -> AddressPolicy:
         """Only addresses of the cluster's networks (settings ``backend_networks``)."""

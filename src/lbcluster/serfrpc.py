@@ -13,7 +13,9 @@ response header ``{Seq, Error}``, each optionally followed by a body).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -24,8 +26,14 @@ from .members import InvalidMember, Member, ParseResult, make_member, printable
 
 T = TypeVar("T")
 
-# Every member event, and user events (the join hint).
+# Every member event, and user events (logged as ignored).
 STREAM_TYPES = "member-join,member-leave,member-failed,member-update,member-reap,user"
+
+# The line the agent logs the moment it learns that a member joined (Serf's
+# handleNodeJoin), before the member-join event waits out Serf's coalescing
+# (1 s of quiet, up to 3 s): "2026/12/07 00:48:21 [INFO] serf: EventMemberJoin:
+# s5 172.18.0.7". Anchored after the timestamp: a member's name cannot fake it.
+JOIN_LOG = re.compile(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[INFO\] serf: EventMemberJoin: ")
 
 
 class SerfUnavailable(RuntimeError):
@@ -46,6 +54,9 @@ class SerfRPC:
         self.addr = addr
         self._seq = 0
         self._stream_seq = -1
+        self._monitor_seq = -1
+        # Records of the streams that came while a command waited for its answer.
+        self._queued: deque[tuple[int, dict[str, Any]]] = deque()
         # Serf writes strings and byte arrays (addresses, payloads) alike as
         # msgpack raw: keep undecodable bytes losslessly (see _bytes()).
         self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape")
@@ -104,10 +115,19 @@ class SerfRPC:
             self._unpacker.feed(data)
 
     def _header(self, command: str, seq: int, timeout: float | None) -> None:
-        try:
-            header = self.read(timeout)
-        except TimeoutError:
-            raise SerfUnavailable(f"Serf agent at {self.addr}: no answer to {command}") from None
+        """Read the answer to ``command``; records of a stream that come first wait in
+        the queue next_event() reads."""
+        while True:
+            try:
+                header = self.read(timeout)
+            except TimeoutError:
+                raise SerfUnavailable(
+                    f"Serf agent at {self.addr}: no answer to {command}"
+                ) from None
+            other = header.get("Seq") if isinstance(header, dict) else None
+            if other == seq or other not in (self._stream_seq, self._monitor_seq):
+                break
+            self._queued.append((other, self._body("stream record")))
         if not isinstance(header, dict) or header.get("Seq") != seq:
             raise SerfUnavailable(f"Serf agent at {self.addr}: unexpected answer to {command}")
         if header.get("Error"):
@@ -134,35 +154,41 @@ class SerfRPC:
             raise SerfUnavailable(f"Serf agent at {self.addr}: members: no member list")
         return decode_members(raw)
 
-    def members_filtered(self, tags: Mapping[str, str], status: str = "alive") -> ParseResult:
-        """The members whose tags and status match (Serf anchors each value as a regular
-        expression): the agent filters, so only those are sent and decoded."""
-        body = self.request(
-            "members-filtered", {"Tags": dict(tags), "Status": status, "Name": ""}, answer=True
-        )
-        raw = body.get("Members") if isinstance(body, dict) else None
-        if not isinstance(raw, list):
-            raise SerfUnavailable(f"Serf agent at {self.addr}: members-filtered: no member list")
-        return decode_members(raw)
-
-    def subscribe(self, types: str = STREAM_TYPES) -> None:
-        """Start streaming events on this connection (then only next_event() is used)."""
+    def subscribe(self, types: str = STREAM_TYPES, *, log: bool = False) -> None:
+        """Start streaming events on this connection (then only next_event() is used);
+        ``log``: the agent's log lines too (INFO and above; Serf first sends the last
+        few hundred it kept), as ``{"Log": line}``."""
         self._stream_seq = self._send("stream", {"Type": types})
         self._header("stream", self._stream_seq, 5.0)
+        if log:
+            self._monitor_seq = self._send("monitor", {"LogLevel": "INFO"})
+            self._header("monitor", self._monitor_seq, 5.0)
 
-    def next_event(self, timeout: float) -> dict[str, Any] | None:
-        """The next streamed event's body, or None if none came within ``timeout`` s."""
-        try:
-            header = self.read(timeout)
-        except TimeoutError:
-            return None
-        if not isinstance(header, dict) or header.get("Seq") != self._stream_seq:
-            raise SerfUnavailable(f"Serf agent at {self.addr}: unexpected stream message")
+    def _body(self, what: str) -> dict[str, Any]:
         try:
             body = self.read(5.0)
         except TimeoutError:
-            raise SerfUnavailable(f"Serf agent at {self.addr}: event without a body") from None
+            raise SerfUnavailable(f"Serf agent at {self.addr}: {what} without a body") from None
         return body if isinstance(body, dict) else {}
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        """The next streamed event's body, or a log line as ``{"Log": line}``; None if
+        none came within ``timeout`` s."""
+        if self._queued:
+            seq, body = self._queued.popleft()
+        else:
+            try:
+                header = self.read(timeout)
+            except TimeoutError:
+                return None
+            seq = header.get("Seq", -1) if isinstance(header, dict) else -1
+            if seq == -1 or seq not in (self._stream_seq, self._monitor_seq):
+                raise SerfUnavailable(f"Serf agent at {self.addr}: unexpected stream message")
+            body = self._body("event")
+        if seq == self._monitor_seq:
+            line = body.get("Log")
+            return {"Log": line if isinstance(line, str) else ""}
+        return body
 
 
 class Agent:
@@ -181,6 +207,15 @@ class Agent:
     def members(self) -> ParseResult:
         """Every member the agent knows (any status), validated one by one."""
         return self._call(lambda rpc: rpc.members())
+
+    def join(self, addresses: list[str]) -> int:
+        """Serf's join of ``addresses`` (``ip:port``, no replay of old user events): how
+        many answered."""
+        body = self._call(
+            lambda rpc: rpc.request("join", {"Existing": addresses, "Replay": False}, answer=True)
+        )
+        number = body.get("Num") if isinstance(body, dict) else None
+        return number if isinstance(number, int) else 0
 
     def force_leave(self, name: str) -> None:
         """Serf's force-leave of ``name``: this agent records that it left, and tells the others."""
@@ -240,6 +275,12 @@ def decode_members(raw: list[Any]) -> ParseResult:
         except InvalidMember as exc:
             result.refused.append(str(exc))
     return result
+
+
+def is_join_log(body: Mapping[str, Any]) -> bool:
+    """Whether a record of next_event() is the agent's log line of a member's join."""
+    line = body.get("Log")
+    return isinstance(line, str) and JOIN_LOG.match(line) is not None
 
 
 def decode_event(body: Mapping[str, Any]) -> Event:

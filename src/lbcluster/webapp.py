@@ -11,7 +11,9 @@ anything else  404
 Errors are JSON {"error": "..."}. On SIGTERM or SIGINT the app drains: it keeps
 answering requests for WEBAPP_DRAIN_SECONDS while failing health checks, then
 closes. Environment: WEBAPP_PORT (3000), WEBAPP_DRAIN_SECONDS (3),
-WEBAPP_ACCESS_LOG (on/off, default off), TAG (default: the host name).
+WEBAPP_ACCESS_LOG (on/off, default off), TAG (default: the host name),
+WEBAPP_NOTIFY_FD (a file descriptor that gets a line once the app listens:
+s6's readiness notification, which the backend's Serf agent waits for).
 
 Only the standard library, and little of it (no asyncio, no logging, no
 secrets, and json only once a POST /delay comes: responses are written by
@@ -252,12 +254,30 @@ def make_server(
     return server
 
 
-def serve(app: App, port: int, drain_seconds: float, access_log: bool = False) -> None:
-    """Serve on 0.0.0.0:``port`` until SIGTERM or SIGINT, then drain and stop."""
+def notify_ready(fd: int) -> None:
+    """Say the app is ready, as s6 reads it: a line on ``fd``, which is then closed."""
+    try:
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError as exc:
+        log(f"cannot say that the app is ready on file descriptor {fd}: {exc.strerror}")
+
+
+def serve(
+    app: App,
+    port: int,
+    drain_seconds: float,
+    access_log: bool = False,
+    ready_fd: int | None = None,
+) -> None:
+    """Serve on 0.0.0.0:``port`` until SIGTERM or SIGINT, then drain and stop; once it
+    listens, say so on ``ready_fd`` (connections wait in the listen queue meanwhile)."""
     server = make_server(app, ("0.0.0.0", port), drain_seconds, access_log)  # noqa: S104
     restore = server.catch_signals()
     try:
         log(f"listening on :{server.port}")
+        if ready_fd is not None:
+            notify_ready(ready_fd)
         server.run()
     finally:
         restore()
@@ -290,16 +310,29 @@ def read_settings(environ: Mapping[str, str]) -> tuple[int, float, bool]:
     return port, drain, text == "on"
 
 
+def read_notify_fd(environ: Mapping[str, str]) -> int | None:
+    """The readiness file descriptor of WEBAPP_NOTIFY_FD, or None when it is not set."""
+    text = environ.get("WEBAPP_NOTIFY_FD", "")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 3:
+        raise SettingError(
+            f"WEBAPP_NOTIFY_FD={text!r}: expected a file descriptor number of 3 or more"
+        )
+    return int(text)
+
+
 def main() -> int:
     try:
         port, drain, access_log = read_settings(os.environ)
+        ready_fd = read_notify_fd(os.environ)
     except SettingError as exc:
         print(f"lbcluster-webapp: {exc}", file=sys.stderr)
         return 2
     host = socket.gethostname()
     tag = os.environ.get("TAG") or host
     try:
-        serve(App(tag, host), port, drain, access_log)
+        serve(App(tag, host), port, drain, access_log, ready_fd)
     except OSError as exc:
         print(f"lbcluster-webapp: cannot serve on :{port}: {exc}", file=sys.stderr)
         return 1

@@ -70,9 +70,11 @@ def _leaked(text: str) -> list[str]:
 def wrong_key_secrets() -> Iterator[Path]:
     """An intruder's own secrets directory on the Docker host: a valid key, not the cluster's."""
     directory = Path(tempfile.mkdtemp(prefix="lbcluster-intruder-"))
+    key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
     files = {
-        "serf-encrypt-key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",  # base64 of 32 bytes
+        "serf-encrypt-key": key,
         "serf-rpc": "intruder-token",
+        "serf.json": json.dumps({"encrypt_key": key, "rpc_auth": "intruder-token"}),
     }
     for name, value in files.items():
         (directory / name).write_text(value + "\n")
@@ -107,10 +109,10 @@ def test_member_without_the_gossip_key_cannot_join(
     try:
         intruder.start()
         # Its app answers and its agent, which read its key, keeps trying to
-        # join for a while (the launcher writes the configuration, waits for
-        # the app, then becomes serf).
-        wait_until(lambda: seeds in cluster.exec("intruder", "cat", "/var/lib/serf/serf.json"))
+        # join the balancer's agent for a while.
         wait_until(lambda: cluster.pid_of("intruder", "serf"), timeout=15)
+        serf = cluster.pid_of("intruder", "serf")
+        assert seeds in cluster.read("intruder", f"/proc/{serf}/cmdline").replace("\0", " ")
         time.sleep(8)
         members = cluster.serf_members("ha")
         assert "intruder" not in {m["name"] for m in members}
@@ -163,7 +165,7 @@ def test_the_web_app_cannot_read_the_secrets(cluster: Containers) -> None:
     assert serf and webapp, "the agent and the web app run"
     assert cluster.exec("s1", "ps", "-o", "user=", "-p", str(webapp)).split() == ["app"]
     for path in (
-        "/var/lib/serf/serf.json",  # the agent's configuration: key and token
+        f"{SECRETS_MOUNT}/serf.json",  # the agent's configuration: key and token
         f"/proc/{serf}/environ",
         f"{SECRETS_MOUNT}/serf-encrypt-key",
         f"{SECRETS_MOUNT}/serf-rpc",
@@ -179,7 +181,7 @@ def test_the_web_app_cannot_read_the_secrets(cluster: Containers) -> None:
         leaked = _leaked(output)
         assert not leaked, f"{path} holds {leaked}"
     # The agent itself does read them: the test looked at the right places.
-    assert "encrypt_key" in cluster.read("s1", "/var/lib/serf/serf.json")
+    assert "encrypt_key" in cluster.read("s1", f"{SECRETS_MOUNT}/serf.json")
 
 
 def test_secrets_on_the_host_are_private_and_mounted_read_only(cluster: Containers) -> None:
@@ -190,7 +192,13 @@ def test_secrets_on_the_host_are_private_and_mounted_read_only(cluster: Containe
         directory = Path(mount["Source"])
         info = directory.stat()
         assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o700, 7946, 7946)
-        assert sorted(p.name for p in directory.iterdir()) == ["serf-encrypt-key", "serf-rpc"]
+        # A backend's Serf reads both from serf.json, its configuration file.
+        own = ["serf.json"] if name != "ha" else []
+        assert sorted(p.name for p in directory.iterdir()) == [
+            "serf-encrypt-key",
+            "serf-rpc",
+            *own,
+        ]
         for path in directory.iterdir():
             info = path.stat()
             assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o400, SERF_UID), path
@@ -200,6 +208,10 @@ def test_secrets_on_the_host_are_private_and_mounted_read_only(cluster: Containe
         key = (directory / "serf-encrypt-key").read_text().strip()
         same_key = key == values["serf-gossip as Serf's key (base64)"]
         assert (same_token, same_key) == (True, True), directory
+        if own:
+            config = json.loads((directory / "serf.json").read_text())
+            same = config == {"encrypt_key": key, "rpc_auth": values["serf-rpc"]}
+            assert same, f"{directory}/serf.json holds other secrets than the controller's"
 
 
 def test_docker_inspect_and_logs_show_no_secret(cluster: Containers) -> None:
@@ -326,22 +338,23 @@ def test_no_zombies_nor_piled_up_workers_after_many_changes(two_backends: Contai
     wait_until(lambda: cluster.exec("ha", "pgrep", "-c", "-x", "haproxy").strip() == "2", 40)
 
 
-# A second agent inside s1, with the cluster's key and config, that claims
-# to be a backend at ADDRESS:8080: loopback (HAProxy itself, seen from ha), or
-# the network's gateway (the Docker host, whose network ha shares). It binds
-# 7947, so it must name the members' port: a seed without one means its own
-# port, and it would join only itself.
+# A second agent inside s1, with the cluster's key and the backend's Serf
+# configuration (the image's and the secrets directory's), that claims to be
+# a backend at ADDRESS:8080: loopback (HAProxy itself, seen from ha), or the
+# network's gateway (the Docker host, whose network ha shares). It binds
+# 7947, and joins the balancer's agent as the backends do (LBCLUSTER_SEEDS).
 _SPOOF = """
-import json, sys
-config = json.load(open(sys.argv[1]))
+import json, os, sys
+config = json.load(open("/etc/lbcluster/serf.json"))
+config.update(json.load(open("/run/secrets/lbcluster/serf.json")))
 config.update(
     node_name="s9spoof",
     tags={"role": "backend", "port": "8080"},
     bind="0.0.0.0:7947",
-    advertise=sys.argv[2] + ":7947",
+    advertise=sys.argv[1] + ":7947",
     rpc_addr="127.0.0.1:7374",
     snapshot_path="",
-    retry_join=[seed if ":" in seed else seed + ":7946" for seed in config["retry_join"]],
+    retry_join=[os.environ["LBCLUSTER_SEEDS"]],
 )
 json.dump(config, open("/tmp/spoof.json", "w"))
 """
@@ -357,13 +370,7 @@ def test_a_member_holding_the_key_cannot_point_haproxy_at_itself_or_the_host(
     cluster = two_backends
     if claimed == "gateway":
         claimed = cluster.client.networks.get("lbcluster").attrs["IPAM"]["Config"][0]["Gateway"]
-    config = cluster.exec(
-        "s1",
-        "sh",
-        "-c",
-        "ls /var/lib/serf/serf.json /run/lbcluster/serf.json 2>/dev/null | head -1",
-    ).strip()
-    cluster.exec("s1", "python3", "-c", _SPOOF, config, claimed)
+    cluster.exec("s1", "python3", "-c", _SPOOF, claimed)
     spoof = cluster.client.containers.get("s1")
     spoof.exec_run(["timeout", "60", "serf", "agent", "-config-file=/tmp/spoof.json"], detach=True)
     try:

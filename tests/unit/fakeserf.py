@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
 import socket
 import socketserver
 import threading
@@ -43,40 +42,25 @@ COMMANDS = {
     "handshake",
     "auth",
     "members",
-    "members-filtered",
     "stream",
-    "event",
+    "monitor",
     "join",
     "force-leave",
 }
 
 
-def matches(member: dict[str, Any], body: dict[str, Any]) -> bool:
-    """Whether ``member`` passes a members-filtered body, as Serf filters: every value is a
-    regular expression anchored at both ends; an empty one matches anything."""
-
-    def match(pattern: str, value: Any) -> bool:
-        return not pattern or re.fullmatch(pattern, str(value)) is not None
-
-    tags = member.get("Tags") or {}
-    return (
-        all(key in tags and match(p, tags[key]) for key, p in body.get("Tags", {}).items())
-        and match(body.get("Status", ""), member["Status"])
-        and match(body.get("Name", ""), member["Name"])
-    )
-
-
 class FakeSerfAgent:
-    """Answers handshake, auth, members, members-filtered, stream, event, join and force-leave;
-    ``push()`` sends an event to streams."""
+    """Answers handshake, auth, members, stream, monitor, join and force-leave; ``push()``
+    sends an event to streams, ``log()`` a log line to monitors."""
 
     def __init__(self, auth: str = "token") -> None:
         self.auth = auth
         self.members: list[dict[str, Any]] = []
         self.commands: list[str] = []
-        self.events: list[dict[str, Any]] = []
-        self.joins: list[dict[str, Any]] = []  # bodies of "join" requests
         self.streams: list[tuple[socket.socket, int]] = []
+        self.monitors: list[tuple[socket.socket, int]] = []
+        self.joins: list[dict[str, Any]] = []  # bodies of "join" requests
+        self.backlog: list[str] = []  # log lines a new monitor is sent first, as Serf does
         self.lock = threading.Lock()
         outer = self
 
@@ -114,12 +98,6 @@ class FakeSerfAgent:
         error = ""
         if command == "auth" and body.get("AuthKey") != self.auth:
             error = "Invalid authentication token"
-        if command == "event":
-            with self.lock:
-                self.events.append(body)
-        if command == "join":
-            with self.lock:
-                self.joins.append(body)
         if command == "force-leave":  # as Serf: the member is left, whatever it was
             with self.lock:
                 for member in self.members:
@@ -127,17 +105,32 @@ class FakeSerfAgent:
                         member["Status"] = "left"
         if command not in COMMANDS:
             error = f"Unsupported command: {command}"
+        if command == "join":
+            with self.lock:
+                self.joins.append(body)
         out = msgpack.packb({"Seq": seq, "Error": error})
         if command == "members" and not error:
             out += msgpack.packb({"Members": self.members})
-        if command == "members-filtered" and not error:
-            out += msgpack.packb({"Members": [m for m in self.members if matches(m, body)]})
         if command == "join" and not error:
             out += msgpack.packb({"Num": len(body.get("Existing", []))})
         if command == "stream" and not error:
             with self.lock:  # registered before the client learns it is streaming
                 self.streams.append((sock, seq))
+        if command == "monitor" and not error:
+            with self.lock:
+                self.monitors.append((sock, seq))
+                for line in self.backlog:
+                    out += msgpack.packb({"Seq": seq, "Error": ""})
+                    out += msgpack.packb({"Log": line})
         sock.sendall(out)
+
+    def log(self, line: str) -> None:
+        """A line of the agent's log, sent to every monitor."""
+        with self.lock:
+            for sock, seq in self.monitors:
+                sock.sendall(
+                    msgpack.packb({"Seq": seq, "Error": ""}) + msgpack.packb({"Log": line})
+                )
 
     def push(self, event: dict[str, Any]) -> None:
         with self.lock:

@@ -204,7 +204,7 @@ class Cluster:
             daemon = Daemon(handler, self.paths, log, self.agent.auth, reconcile_s=3600)
             daemon.next_reconcile = float("inf")  # only events (and what they leave) drive it
             stream = SerfRPC(self.agent.addr, self.agent.auth)
-            stream.subscribe()
+            stream.subscribe(log=True)
             self._service = (daemon, stream)
         return self._service
 

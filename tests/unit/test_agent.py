@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -10,21 +9,15 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakeserf import FakeSerfAgent, rpc_member
 
 from lbcluster import agent
 from lbcluster.agent import (
     AgentConfigError,
     agent_config,
-    head_status,
-    keep_joined,
     secret_config,
-    seed_addresses,
-    wait_for_app,
     write_private,
 )
 from lbcluster.secretfiles import SecretUnavailable
@@ -90,7 +83,7 @@ def test_wrong_listening_addresses_are_named(variable: str, value: str, reason: 
 
 def test_secrets_never_come_from_the_environment() -> None:
     env = {
-        "LBCLUSTER_ROLE": "backend",
+        "LBCLUSTER_ROLE": "balancer",
         "LBCLUSTER_SERF_ENCRYPT_KEY": KEY,
         "SERF_RPC_AUTH": TOKEN,
     }
@@ -101,49 +94,21 @@ def test_secrets_never_come_from_the_environment() -> None:
     assert TOKEN not in json.dumps(config)
 
 
-def test_backend_config_has_port_tag() -> None:
-    config = agent_config({"LBCLUSTER_ROLE": "backend"}, "s1")
-    assert config["tags"] == {"role": "backend", "port": "3000"}
-    config = agent_config({"LBCLUSTER_ROLE": "backend", "LBCLUSTER_APP_PORT": "8080"}, "s1")
-    assert config["tags"] == {"role": "backend", "port": "8080"}
-
-
-def test_balancer_ignores_app_port() -> None:
-    config = agent_config({"LBCLUSTER_ROLE": "balancer", "LBCLUSTER_APP_PORT": "nope"}, "ha")
-    assert config["tags"] == {"role": "balancer"}
-
-
 def test_node_name_overrides_hostname() -> None:
-    env = {"LBCLUSTER_ROLE": "backend", "LBCLUSTER_NODE_NAME": "web-1"}
+    env = {"LBCLUSTER_ROLE": "balancer", "LBCLUSTER_NODE_NAME": "web-1"}
     assert agent_config(env, "0123456789ab")["node_name"] == "web-1"
     env["LBCLUSTER_NODE_NAME"] = ""
     assert agent_config(env, "0123456789ab")["node_name"] == "0123456789ab"
 
 
-@pytest.mark.parametrize("role", [None, "", "Backend", "web", "backend "])
-def test_missing_or_unknown_role(role: str | None) -> None:
+@pytest.mark.parametrize("role", [None, "", "Balancer", "web", "backend"])
+def test_the_launcher_is_the_balancers_only(role: str | None) -> None:
     env = {} if role is None else {"LBCLUSTER_ROLE": role}
     with pytest.raises(AgentConfigError) as exc:
         agent_config(env, "s1")
-    assert str(exc.value) == f"LBCLUSTER_ROLE={role or ''!r}: expected one of backend, balancer"
-
-
-@pytest.mark.parametrize("port", ["0", "65536", "abc", "٣", "-1", " 80", ""])
-def test_bad_port(port: str) -> None:
-    env = {"LBCLUSTER_ROLE": "backend", "LBCLUSTER_APP_PORT": port}
-    with pytest.raises(AgentConfigError, match="member s1: "):
-        agent_config(env, "s1")
-
-
-def test_huge_port_is_a_config_error() -> None:
-    env = {"LBCLUSTER_ROLE": "backend", "LBCLUSTER_APP_PORT": "9" * 5000}
-    try:
-        agent_config(env, "s1")
-    except AgentConfigError:
-        return
-    except ValueError as exc:
-        raise AssertionError(f"not an AgentConfigError: {type(exc).__name__}") from None
-    raise AssertionError("accepted")
+    assert str(exc.value).startswith(
+        f"LBCLUSTER_ROLE={role or ''!r}: this launcher starts the balancer's agent only"
+    )
 
 
 @pytest.mark.parametrize("name", ["bad name", "s1\n", "-s1", "a" * 64])
@@ -187,78 +152,9 @@ def test_event_handler_and_overrides() -> None:
 
 
 def test_no_event_handler_key_when_unset_or_empty() -> None:
-    assert "event_handlers" not in agent_config({"LBCLUSTER_ROLE": "backend"}, "s1")
-    env = {"LBCLUSTER_ROLE": "backend", "LBCLUSTER_EVENT_HANDLER": ""}
+    assert "event_handlers" not in agent_config({"LBCLUSTER_ROLE": "balancer"}, "s1")
+    env = {"LBCLUSTER_ROLE": "balancer", "LBCLUSTER_EVENT_HANDLER": ""}
     assert "event_handlers" not in agent_config(env, "s1")
-
-
-# --- wait_for_app -----------------------------------------------------------
-
-
-class _Head(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_HEAD(self) -> None:
-        self.send_response(self.status)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def local_app() -> Iterator[http.server.HTTPServer]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Head)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def test_wait_for_app_returns_on_200(local_app: http.server.HTTPServer) -> None:
-    wait_for_app(local_app.server_address[1], timeout=2)
-
-
-def test_head_status_reads_the_status_line_or_none(local_app: http.server.HTTPServer) -> None:
-    port = local_app.server_address[1]
-    assert head_status(port) == 200
-    _Head.status = 503
-    try:
-        assert head_status(port) == 503
-    finally:
-        _Head.status = 200
-    with socket.create_server(("127.0.0.1", 0)) as closed:
-        free = closed.getsockname()[1]
-    assert head_status(free) is None, "nothing listens"
-
-
-def test_head_status_is_none_for_an_answer_that_is_not_http() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-
-        def answer() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(1024)
-                conn.sendall(b"SSH-2.0-OpenSSH\r\n")
-
-        thread = threading.Thread(target=answer)
-        thread.start()
-        assert head_status(server.getsockname()[1]) is None
-        thread.join()
-
-
-def test_wait_for_app_times_out(
-    local_app: http.server.HTTPServer, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _Head.status = 503
-    try:
-        with pytest.raises(TimeoutError, match=r"did not answer HEAD / in 0\.05s"):
-            wait_for_app(local_app.server_address[1], timeout=0.05)
-    finally:
-        _Head.status = 200
-    assert "waiting for the web app on port" in capsys.readouterr().out
 
 
 # --- main -------------------------------------------------------------------
@@ -423,94 +319,6 @@ def test_write_private_failure_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(AgentConfigError, match="cannot write the agent's configuration"):
         write_private(tmp_path / "file" / "serf.json", "{}")
-
-
-def _keep_joined(
-    agent: FakeSerfAgent, stop: threading.Event, rejoin: list[str] | None = None
-) -> threading.Thread:
-    thread = threading.Thread(
-        target=keep_joined,
-        args=(agent.addr, "token", "s1", lambda: list(rejoin or []), lambda: not stop.is_set()),
-        daemon=True,
-    )
-    thread.start()
-    return thread
-
-
-@pytest.fixture
-def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent, "JOIN_GRACE_S", 0.3)
-    monkeypatch.setattr(agent, "WATCH_S", 0.05)
-
-
-HA_MEMBER = rpc_member("ha", "172.18.0.2", role="balancer", port=None)
-
-
-def test_join_hint_waits_for_a_balancer_then_sends_one_uncoalesced_event(quick_watch: None) -> None:
-    stop = threading.Event()
-    with FakeSerfAgent() as fake:
-        fake.members = [rpc_member("s1", "172.18.0.3"), rpc_member("s2", "172.18.0.4")]
-        fake.members.append(rpc_member("ha", "172.18.0.2", role="balancer", status="left"))
-        thread = _keep_joined(fake, stop, ["172.18.0.2:7946"])
-        time.sleep(0.2)
-        assert fake.events == [], "another backend, a balancer that left: not joined yet"
-        fake.members.pop()
-        fake.members.append(HA_MEMBER)
-        deadline = time.monotonic() + 5
-        while not fake.events and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)  # it keeps watching: no second hint
-        stop.set()
-        thread.join(timeout=5)
-    assert fake.events == [{"Name": "lbcluster-hint", "Payload": b"", "Coalesce": False}]
-    assert not thread.is_alive(), "it ends with its agent"
-    # Only the alive balancers are asked for, never the whole membership.
-    assert "members-filtered" in fake.commands
-    assert "members" not in fake.commands
-
-
-def test_an_agent_that_joined_only_itself_or_peers_without_a_balancer_joins_again(
-    quick_watch: None, capsys: pytest.CaptureFixture[str]
-) -> None:
-    stop = threading.Event()
-    with FakeSerfAgent() as fake:
-        # It "joined" the alias: itself and another backend, no balancer in sight.
-        fake.members = [rpc_member("s1", "172.18.0.3"), rpc_member("s2", "172.18.0.4")]
-        thread = _keep_joined(fake, stop, ["172.18.0.2:7946", "172.18.0.4:7946"])
-        time.sleep(0.2)
-        assert fake.joins == [], "Serf's own retry-join gets its grace time first"
-        deadline = time.monotonic() + 5
-        while len(fake.joins) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert fake.joins[0] == {
-            "Existing": ["172.18.0.2:7946", "172.18.0.4:7946"],
-            "Replay": False,
-        }
-        assert len(fake.joins) >= 2, "it keeps trying while no balancer is in sight"
-        fake.members.append(HA_MEMBER)
-        time.sleep(0.3)
-        settled = len(fake.joins)
-        time.sleep(0.3)
-        assert len(fake.joins) == settled, "a balancer in sight: no more joins"
-        stop.set()
-        thread.join(timeout=5)
-    out = capsys.readouterr().out
-    assert "no balancer in sight: joining 172.18.0.2:7946, 172.18.0.4:7946 again" in out
-    assert "a balancer is in sight again" in out
-
-
-def test_keep_joined_waits_for_its_agent_and_ends_with_it() -> None:
-    with FakeSerfAgent() as fake:
-        addr = fake.addr
-    calls = iter([True, True, True, False])
-    keep_joined(addr, "token", "s1", list, lambda: next(calls))
-
-
-def test_seed_addresses_never_include_this_container() -> None:
-    assert seed_addresses(["localhost"], frozenset()) == ["127.0.0.1:7946"]
-    assert seed_addresses(["localhost:7950"], frozenset()) == ["127.0.0.1:7950"]
-    assert seed_addresses(["localhost"], frozenset({"127.0.0.1"})) == []
-    assert seed_addresses(["no-such-name.invalid"], frozenset()) == []
 
 
 # --- a new balancer's agent waits for the old one's ports ---------------------

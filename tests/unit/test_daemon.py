@@ -13,7 +13,8 @@ from fakesock import FakeAdmin, FakeMaster, FakeSocket
 from helpers import Cluster, servers
 
 from lbcluster import plan
-from lbcluster.daemon import Daemon
+from lbcluster.daemon import HINT_GAP_S, Daemon
+from lbcluster.events import JOIN_SEEN, Event
 from lbcluster.handler import Handler
 from lbcluster.journal import EventLog
 from lbcluster.serfrpc import Agent
@@ -101,8 +102,8 @@ def test_a_malformed_event_is_refused_and_the_next_one_handled(running: Running)
     running.agent.push({"Event": "bogus\n; rm -rf /", "Members": "x"})
     running.agent.push({"Event": "member-join", "Members": "not a list"})
     running.agent.members = [HA, S1, S2]
-    running.agent.push({"Event": "user", "Name": "lbcluster-hint", "Payload": b""})
-    hint = "user: join hint, reading the live membership"
+    running.agent.log("2026/12/07 00:48:21 [INFO] serf: EventMemberJoin: s2 172.18.0.4")
+    hint = "join-seen: the agent saw a member join, reading the live membership"
     eventually(lambda: hint in running.cluster.log())
     eventually(lambda: "s2" in running.admin.servers)
     log = running.cluster.log()
@@ -128,3 +129,26 @@ def test_it_waits_for_the_agent_and_says_so_once(script: Cluster) -> None:
     assert len(lines) == 1
     assert lines[0].startswith(f"serf: cannot connect to the Serf agent at {addr}")
     assert lines[0].endswith("retrying every 1 s")
+
+
+def test_joins_seen_in_a_burst_read_the_membership_once_per_gap(
+    script: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When its stream connects, Serf first sends the log lines it kept: a
+    # hundred joins must not be a hundred reads of the membership.
+    handled: list[str] = []
+
+    class Counting(Handler):
+        def handle(self, event: Event, received: float | None, *, defer_file: bool = False) -> None:
+            handled.append(event.name)
+
+    log = EventLog(script.paths.event_log)
+    daemon = Daemon(Counting(script.paths, log, list), script.paths, log, "token", 3600)
+    daemon.next_reconcile = float("inf")
+    start = time.monotonic()
+    for i in range(100):
+        daemon.join_seen(start + i * 0.0001)
+    assert handled == [JOIN_SEEN]
+    assert daemon.next_reconcile == pytest.approx(start + HINT_GAP_S)
+    daemon.join_seen(start + HINT_GAP_S + 0.001)
+    assert handled == [JOIN_SEEN, JOIN_SEEN]

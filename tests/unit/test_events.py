@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lbcluster.events import (
+    JOIN_SEEN,
     MAX_STDIN,
     Event,
     InvalidEvent,
@@ -120,9 +121,11 @@ def test_script_event_parses_member_lines() -> None:
     assert not event.is_hint
 
 
-def test_script_event_user_event_and_hint() -> None:
-    assert script_event("user", "lbcluster-hint", "payload").is_hint
+def test_script_event_user_event_is_no_hint() -> None:
+    # Only the agent's log says that a member joined (see serfrpc.is_join_log).
     assert not script_event("user", "deploy", "payload").is_hint
+    assert not script_event("user", "lbcluster-hint", "payload").is_hint
+    assert Event(JOIN_SEEN).is_hint
     assert (
         script_event("user", "deploy", "s1\t10.0.0.1\t\trole=backend,port=80").members.members == []
     )

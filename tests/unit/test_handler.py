@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeserf import FakeSerfAgent
+from fakeserf import FakeSerfAgent, rpc_member
 from fakesock import FakeAdmin, FakeMaster, FakeSocket
 from helpers import SETTINGS, STAMP, Cluster, serf_member, servers
 
 from lbcluster import events
+from lbcluster import handler as handler_module
 from lbcluster.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
-from lbcluster.handler import Handler
+from lbcluster.handler import REJOIN_BACKOFF_S, Handler, HandlerError
 from lbcluster.journal import EventLog, update_state
 from lbcluster.members import Member
 from lbcluster.serfrpc import Agent
@@ -242,12 +243,15 @@ def test_query_events_are_ignored(script: Cluster) -> None:
     assert script.queries() == 0
 
 
-def test_join_hint_reads_the_live_membership(cluster: Cluster) -> None:
-    cluster.members(HA, S1, S2)
-    assert cluster.event("user", user_event="lbcluster-hint") == EXIT_OK
-    assert cluster.log()[0] == "user: join hint, reading the live membership"
-    assert cluster.queries() == 1
-    assert set(cluster.nodes()) == {"s1", "s2"}
+def test_a_join_in_the_agents_log_reads_the_live_membership(service: Cluster) -> None:
+    service.members(HA, S1, S2)
+    daemon, stream = service.service()
+    service.agent.log("2026/12/07 00:48:21 [INFO] agent: Received event: member-join")
+    service.agent.log("2026/12/07 00:48:21 [INFO] serf: EventMemberJoin: s2 172.18.0.4")
+    assert daemon.step(stream) and daemon.step(stream)
+    assert service.log()[0] == "join-seen: the agent saw a member join, reading the live membership"
+    assert service.queries() == 1
+    assert set(service.nodes()) == {"s1", "s2"}
 
 
 def test_serf_unavailable_exits_1(script: Cluster, agent: FakeSerfAgent) -> None:
@@ -846,3 +850,44 @@ def test_ready_waits_for_a_server_of_nodes_up(
         statuses[0] = "UP"
         assert script.run(None, "", "ready", "--timeout", "5") == EXIT_OK
         assert "(1 backends in /nodes)" in capsys.readouterr().out
+
+
+def test_an_agent_alone_joins_the_recorded_backends_a_few_at_a_time(
+    service: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new balancer container's agent: the backends do not retry a balancer that
+    left, so it joins them, from /nodes."""
+    members = [rpc_member(f"s{i}", f"172.18.0.{i + 2}") for i in range(1, 6)]
+    service.members(HA, *members)
+    assert service.event("member-join", *members) == EXIT_OK
+    service.members(HA)
+    asked: list[list[str]] = []
+    answers = [0, 2]
+    clock = [100.0]
+    monkeypatch.setattr(handler_module.time, "monotonic", lambda: clock[0])
+
+    def join(addresses: list[str]) -> int:
+        asked.append(addresses)
+        return answers.pop(0)
+
+    log = EventLog(service.paths.event_log)
+    alone = Handler(service.paths, log, Agent(service.agent.addr, "token").members, join=join)
+    with pytest.raises(HandlerError, match="knows no other member yet"):
+        alone.reconcile()
+    assert asked == [["172.18.0.3:7946", "172.18.0.4:7946", "172.18.0.5:7946"]]
+    # None answered: the next ones are asked only after the back-off.
+    clock[0] += REJOIN_BACKOFF_S - 1
+    with pytest.raises(HandlerError):
+        alone.reconcile()
+    assert len(asked) == 1
+    clock[0] += 1
+    with pytest.raises(HandlerError):
+        alone.reconcile()
+    assert asked[1] == ["172.18.0.6:7946", "172.18.0.7:7946", "172.18.0.3:7946"]
+    assert service.log()[-2:] == [
+        "serf: the agent knows no other member: joined 0 of s1, s2, s3",
+        "serf: the agent knows no other member: joined 2 of s4, s5, s1",
+    ]
+    service.members(HA, *members)  # the join brought the membership
+    alone.reconcile()
+    assert set(service.nodes()) == {m["Name"] for m in members}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fakeserf import FakeSerfAgent, rpc_member
 
@@ -12,6 +14,7 @@ from lbcluster.serfrpc import (
     SerfUnavailable,
     decode_event,
     decode_members,
+    is_join_log,
 )
 
 
@@ -33,19 +36,11 @@ def test_members_are_validated_and_addresses_decoded() -> None:
     assert agent.commands == ["handshake", "auth", "members"]
 
 
-def test_members_filtered_asks_the_agent_for_only_the_matching_members() -> None:
+def test_join_asks_the_agent_and_says_how_many_answered() -> None:
     with FakeSerfAgent() as agent:
-        agent.members = [
-            rpc_member("ha", "172.18.0.2", role="balancer", port=None),
-            rpc_member("ha-old", "172.18.0.5", role="balancer", port=None, status="left"),
-            rpc_member("s1", "172.18.0.3"),
-        ]
-        with SerfRPC(agent.addr, "token") as rpc:
-            balancers = rpc.members_filtered({"role": "balancer"})
-            backends = rpc.members_filtered({"role": "backend"}, status="")
-    assert [m.name for m in balancers.members] == ["ha"]
-    assert [m.name for m in backends.members] == ["s1"]
-    assert agent.commands == ["handshake", "auth", "members-filtered", "members-filtered"]
+        joined = Agent(agent.addr, "token").join(["172.18.0.3:7946", "172.18.0.4:7946"])
+    assert joined == 2
+    assert agent.joins == [{"Existing": ["172.18.0.3:7946", "172.18.0.4:7946"], "Replay": False}]
 
 
 def test_wrong_token_is_refused_with_the_agents_reason() -> None:
@@ -65,12 +60,62 @@ def test_streamed_events_arrive_in_order_and_quiet_returns_none() -> None:
         rpc.subscribe()
         assert rpc.next_event(0.05) is None
         agent.push({"Event": "member-join", "Members": [rpc_member("s1", "172.18.0.3")]})
-        agent.push({"Event": "user", "Name": "lbcluster-hint", "Payload": b"", "LTime": 3})
+        agent.push({"Event": "user", "Name": "deploy", "Payload": b"", "LTime": 3})
         first = rpc.next_event(2)
         second = rpc.next_event(2)
     assert first is not None and first["Event"] == "member-join"
     assert decode_members(first["Members"]).members[0].address == "172.18.0.3"
-    assert second == {"Event": "user", "Name": "lbcluster-hint", "Payload": b"", "LTime": 3}
+    assert second == {"Event": "user", "Name": "deploy", "Payload": b"", "LTime": 3}
+
+
+JOINED = "2026/12/07 00:48:21 [INFO] serf: EventMemberJoin: s5 172.18.0.7"
+
+
+def test_the_agents_log_comes_on_the_event_stream_backlog_first() -> None:
+    with FakeSerfAgent() as agent:
+        agent.backlog = ["2026/12/07 00:48:15 [INFO] agent.ipc: Accepted client", JOINED]
+        with SerfRPC(agent.addr, "token") as rpc:
+            rpc.subscribe(log=True)
+            agent.push({"Event": "member-join", "Members": [rpc_member("s5", "172.18.0.7")]})
+            agent.log(JOINED)
+            records = [rpc.next_event(2) for _ in range(4)]
+    assert records[:2] == [{"Log": line} for line in agent.backlog]
+    assert records[2] is not None and records[2]["Event"] == "member-join"
+    assert records[3] == {"Log": JOINED}
+    assert [r is not None and is_join_log(r) for r in records] == [False, True, False, True]
+
+
+def test_stream_records_that_come_before_an_answer_wait_for_next_event() -> None:
+    # Serf streams as soon as the stream is set up: records may come before the
+    # answer to the next command on the connection (here, the monitor's).
+    with FakeSerfAgent() as agent:
+        agent.backlog = [JOINED]
+        with SerfRPC(agent.addr, "token") as rpc:
+            rpc.subscribe()
+            agent.push({"Event": "member-leave", "Members": [rpc_member("s1", "172.18.0.3")]})
+            time.sleep(0.1)  # the event is on the wire before the monitor is asked for
+            seq = rpc._send("monitor", {"LogLevel": "INFO"})
+            rpc._monitor_seq = seq
+            rpc._header("monitor", seq, 2)
+            first, second = rpc.next_event(2), rpc.next_event(2)
+    assert first is not None and first["Event"] == "member-leave"
+    assert second == {"Log": JOINED}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "2026/12/07 00:48:21 [INFO] serf: EventMemberLeave: s5 172.18.0.7",
+        "2026/12/07 00:48:21 [INFO] agent: Received event: member-join",
+        # A member named after the line (Serf logs its name) is not a join of its own.
+        "2026/12/07 00:48:21 [INFO] serf: EventMemberFailed: x [INFO] serf: EventMemberJoin: y",
+        "[INFO] serf: EventMemberJoin: s5 172.18.0.7",
+    ],
+)
+def test_only_the_agents_join_line_is_a_join(line: str) -> None:
+    assert not is_join_log({"Log": line})
+    assert is_join_log({"Log": JOINED})
+    assert not is_join_log({"Event": "member-join"})
 
 
 def test_a_closed_connection_is_reported() -> None:
@@ -133,8 +178,8 @@ def test_decode_members_refuses_one_by_one_and_names_why() -> None:
 def test_decode_event_member_events_user_events_and_refusals() -> None:
     join = decode_event({"Event": "member-join", "Members": [rpc_member("s1", "10.0.0.1")]})
     assert (join.name, [m.name for m in join.members.members]) == ("member-join", ["s1"])
-    hint = decode_event({"Event": "user", "Name": "lbcluster-hint", "Payload": b""})
-    assert hint.is_hint
+    user = decode_event({"Event": "user", "Name": "deploy", "Payload": b""})
+    assert (user.name, user.user_event, user.is_hint) == ("user", "deploy", False)
     assert decode_event({"Event": "user", "Name": 7}).user_event == ""
     no_list = decode_event({"Event": "member-leave", "Members": "x"})
     assert no_list.members.refused == ["member-leave event without a member list"]

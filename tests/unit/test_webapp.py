@@ -751,21 +751,75 @@ def test_settings_defaults_and_values() -> None:
 def test_main_tag_defaults_to_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_serve(app: App, port: int, drain: float, access: bool) -> None:
-        seen.update(tag=app.tag, host=app.host, port=port, drain=drain, access=access)
+    def fake_serve(app: App, port: int, drain: float, access: bool, ready: int | None) -> None:
+        seen.update(tag=app.tag, host=app.host, port=port, drain=drain, access=access, ready=ready)
 
-    for name in ("TAG", "WEBAPP_PORT", "WEBAPP_DRAIN_SECONDS", "WEBAPP_ACCESS_LOG"):
+    for name in (
+        "TAG",
+        "WEBAPP_PORT",
+        "WEBAPP_DRAIN_SECONDS",
+        "WEBAPP_ACCESS_LOG",
+        "WEBAPP_NOTIFY_FD",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WEBAPP_PORT", "3111")
     monkeypatch.setenv("WEBAPP_DRAIN_SECONDS", "0.5")
     monkeypatch.setattr(webapp.socket, "gethostname", lambda: "box")
     monkeypatch.setattr(webapp, "serve", fake_serve)
     assert webapp.main() == 0
-    assert seen == {"tag": "box", "host": "box", "port": 3111, "drain": 0.5, "access": False}
+    assert seen == {
+        "tag": "box",
+        "host": "box",
+        "port": 3111,
+        "drain": 0.5,
+        "access": False,
+        "ready": None,
+    }
     monkeypatch.setenv("TAG", "green")
     monkeypatch.setenv("WEBAPP_ACCESS_LOG", "on")
+    monkeypatch.setenv("WEBAPP_NOTIFY_FD", "3")
     assert webapp.main() == 0
-    assert (seen["tag"], seen["access"]) == ("green", True)
+    assert (seen["tag"], seen["access"], seen["ready"]) == ("green", True, 3)
+
+
+@pytest.mark.parametrize("value", ["1", "-3", "three", "3.0"])
+def test_a_wrong_notify_fd_is_refused_by_name(
+    value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBAPP_NOTIFY_FD", value)
+    monkeypatch.setattr(webapp, "serve", lambda *args: pytest.fail("served"))
+    assert webapp.main() == 2
+    assert f"WEBAPP_NOTIFY_FD={value!r}: expected a file descriptor" in capsys.readouterr().err
+
+
+def test_the_app_says_it_is_ready_on_its_notify_fd_once_it_listens() -> None:
+    # As s6 reads readiness: a line on the notification fd, which then closes.
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lbcluster.webapp"],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(SRC),
+            "WEBAPP_PORT": "0",
+            "WEBAPP_NOTIFY_FD": str(write_end),
+        },
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=(write_end,),
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as ready:
+            assert ready.read() == b"\n"  # then EOF: the app closed its end
+        assert proc.stdout is not None
+        match = re.fullmatch(r"listening on :(\d+)\n", proc.stdout.readline())
+        assert match
+        client = Client(int(match.group(1)))
+        assert client.request("HEAD", "/").status == 200
+        client.sock.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=TIMEOUT)
 
 
 # --- SessionStore -----------------------------------------------------------
