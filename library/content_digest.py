@@ -12,13 +12,19 @@ description:
     the given files and directory trees, skipping Python caches.
   - Used to tag container images by the hash of their build inputs, so an
     unchanged input rebuilds nothing and a changed one rebuilds what uses it.
+  - With O(sets), several digests in one module run (one per image: each
+    module run costs 0.3 to 0.6 s of every play).
   - Never changes anything.
 options:
   paths:
     description: Files or directories, relative to O(root) or absolute.
     type: list
     elements: path
-    required: true
+  sets:
+    description:
+      - Instead of O(paths), named lists of paths, each digested on its own (with
+        the same O(salt)); the results are in RV(sets).
+    type: dict
   root:
     description: Directory the relative paths are taken from.
     type: path
@@ -42,21 +48,33 @@ EXAMPLES = r"""
     paths: [Dockerfile, pkg, common, ha]
     salt: "lbcluster-base:0123456789ab"
   register: ha_digest
+
+- name: Digest the inputs of both images in one run
+  content_digest:
+    root: /var/cache/lbcluster/build/context
+    sets:
+      ha: [Dockerfile, pkg, common, ha]
+      webapp: [Dockerfile, pkg, common, webapp]
+  register: digests  # digests.sets.ha.short, digests.sets.webapp.short
 """
 
 RETURN = r"""
 digest:
   description: Full hex SHA-256 digest.
-  returned: always
+  returned: with O(paths)
   type: str
 short:
   description: The first O(length) hex digits of RV(digest).
-  returned: always
+  returned: with O(paths)
   type: str
 files:
   description: Number of files hashed.
-  returned: always
+  returned: with O(paths)
   type: int
+sets:
+  description: For each name of O(sets), its C(digest), C(short) and C(files).
+  returned: with O(sets)
+  type: dict
 """
 
 import hashlib
@@ -104,21 +122,32 @@ def digest(root, paths, salt=""):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "paths": {"type": "list", "elements": "path", "required": True},
+            "paths": {"type": "list", "elements": "path"},
+            "sets": {"type": "dict"},
             "root": {"type": "path", "required": True},
             "salt": {"type": "str", "default": ""},
             "length": {"type": "int", "default": 12},
         },
+        required_one_of=[("paths", "sets")],
+        mutually_exclusive=[("paths", "sets")],
         supports_check_mode=True,
     )
     params = module.params
     if not 4 <= params["length"] <= 64:
         module.fail_json(msg=f"length must be between 4 and 64, got {params['length']}")
-    try:
-        value, count = digest(params["root"], params["paths"], params["salt"])
-    except OSError as exc:
-        module.fail_json(msg=f"cannot digest {params['paths']} under {params['root']}: {exc}")
-    module.exit_json(changed=False, digest=value, short=value[: params["length"]], files=count)
+    sets = params["sets"] if params["sets"] is not None else {"": params["paths"]}
+    results = {}
+    for name, paths in sets.items():
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            module.fail_json(msg=f"sets: {name}: expected a list of paths, got {paths!r}")
+        try:
+            value, count = digest(params["root"], paths, params["salt"])
+        except OSError as exc:
+            module.fail_json(msg=f"cannot digest {paths} under {params['root']}: {exc}")
+        results[name] = {"digest": value, "short": value[: params["length"]], "files": count}
+    if params["sets"] is None:
+        module.exit_json(changed=False, **results[""])
+    module.exit_json(changed=False, sets=results)
 
 
 if __name__ == "__main__":

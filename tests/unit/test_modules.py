@@ -176,6 +176,21 @@ def test_content_digest_module_missing_path(
     assert result["msg"].startswith(f"cannot digest ['nope'] under {tree}: ")
 
 
+def test_sets_digest_each_list_as_paths_would_in_one_run(
+    content_digest: ModuleType, tree: Path, capsys: Any
+) -> None:
+    args = {"root": str(tree), "salt": "s", "sets": {"ha": PATHS, "pkg": ["pkg"]}}
+    code, result = run_module(content_digest, args, capsys)
+    assert code == 0
+    for name, paths in (("ha", PATHS), ("pkg", ["pkg"])):
+        value, count = content_digest.digest(str(tree), paths, "s")
+        assert result["sets"][name] == {"digest": value, "short": value[:12], "files": count}
+    code, result = run_module(content_digest, {"root": str(tree), "sets": {"x": "pkg"}}, capsys)
+    assert (code, result["msg"]) == (1, "sets: x: expected a list of paths, got 'pkg'")
+    code, result = run_module(content_digest, {**args, "paths": PATHS}, capsys)
+    assert (code, result["msg"]) == (1, "parameters are mutually exclusive: paths|sets")
+
+
 # --- lbcluster_converged ----------------------------------------------------
 
 
