@@ -5,11 +5,12 @@ is handled the moment it arrives: no process is forked, nothing is imported
 again, the membership is read over an open connection. On the same
 connection it follows the agent's log for one line: a member joined (Serf
 logs it at once, its member-join event comes a second or more later, once
-Serf's coalescing lets it through), which makes it read the membership now. Between events it
-reconciles every few seconds (level-triggered: a change Serf never announced
-is still applied), and earlier whenever the handler says work is due (the
-file a Runtime API change left for later, the consolidating reload). When
-the agent goes away (restarted by s6), it reconnects.
+Serf's coalescing lets it through), which makes it read the membership
+now. Between events it reconciles every few seconds (level-triggered: a
+change Serf never announced is still applied), and earlier whenever the
+handler says work is due (the file a Runtime API change left for later,
+the consolidating reload). When the agent goes away (restarted by s6), it
+reconnects.
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ COMMANDS = {
 }
 
 
+def record(seq: int, body: dict[str, Any]) -> bytes:
+    """One record of a stream or a monitor, as Serf sends it: a header, then the body."""
+    return bytes(msgpack.packb({"Seq": seq, "Error": ""}) + msgpack.packb(body))
+
+
 class FakeSerfAgent:
     """Answers handshake, auth, members, stream, monitor, join and force-leave; ``push()``
     sends an event to streams, ``log()`` a log line to monitors."""
@@ -119,23 +124,19 @@ class FakeSerfAgent:
         if command == "monitor" and not error:
             with self.lock:
                 self.monitors.append((sock, seq))
-                for line in self.backlog:
-                    out += msgpack.packb({"Seq": seq, "Error": ""})
-                    out += msgpack.packb({"Log": line})
+                out += b"".join(record(seq, {"Log": line}) for line in self.backlog)
         sock.sendall(out)
 
     def log(self, line: str) -> None:
         """A line of the agent's log, sent to every monitor."""
         with self.lock:
             for sock, seq in self.monitors:
-                sock.sendall(
-                    msgpack.packb({"Seq": seq, "Error": ""}) + msgpack.packb({"Log": line})
-                )
+                sock.sendall(record(seq, {"Log": line}))
 
     def push(self, event: dict[str, Any]) -> None:
         with self.lock:
             for sock, seq in self.streams:
-                sock.sendall(msgpack.packb({"Seq": seq, "Error": ""}) + msgpack.packb(event))
+                sock.sendall(record(seq, event))
 
     def __enter__(self) -> FakeSerfAgent:
         self.thread.start()
